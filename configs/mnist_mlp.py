@@ -1,0 +1,25 @@
+"""MNIST with a multi-layer perceptron (784-512-512-10, ReLU, dropout 0.2) and AdamW.
+
+    python -m practice_jax.main --config=configs/mnist_mlp.py
+
+Result: (measuring)
+"""
+
+from practice_jax.config_base import base_config
+
+
+def get_config():
+  config = base_config()
+  config.data.name = "mnist"
+  config.model.name = "mlp"
+  config.model.hidden = (512, 512)
+  config.model.activation = "relu"
+  config.model.dropout = 0.2
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.weight_decay = 1e-4
+  config.schedule.name = "warmup_cosine"
+  config.schedule.warmup_epochs = 0.5
+  config.batch_size = 128
+  config.num_epochs = 10.0
+  return config

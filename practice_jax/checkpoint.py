@@ -1,0 +1,46 @@
+"""Checkpoints with orbax: atomic saves under <workdir>/checkpoints, keep the last K.
+
+orbax writes each step into a temporary directory and renames it when complete, so a run
+killed mid-save never leaves a half-written checkpoint that looks like the latest one.
+Saves are asynchronous: training continues while the arrays are written.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+
+  def __init__(self, directory: str, keep: int):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=("state", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """Saves `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Restores checkpoint `step` (default: latest) into the structure and shardings of
+    `target`; returns (state, meta)."""
+    step = self.latest_step() if step is None else step
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["meta"])
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,68 @@
+"""Every config key practice_jax understands, with its default.
+
+Experiment files in configs/ start from ``base_config()`` and change what they need, so
+every key a user can override with ``--config.key=value`` exists, with a sensible default,
+even where the experiment file does not mention it.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = "classification"
+  c.label_smoothing = 0.0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist"
+  # TFDS data directory; None means $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)
+  # A folder holding the dataset's original files (e.g. the four MNIST .gz files), for
+  # preparing offline; None means <data_dir>/downloads/manual.
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)
+  # The last `validation_size` examples of the training split are held out for
+  # validation (a fixed slice, never shuffled in); the test split is only used at the end.
+  c.data.validation_size = 5000
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "cnn"
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"             # sgd | adam | adamw | rmsprop
+  c.optimizer.learning_rate = 1e-3       # peak learning rate of the schedule
+  c.optimizer.momentum = 0.9             # sgd (0 = plain SGD), rmsprop
+  c.optimizer.nesterov = False           # sgd with nesterov momentum
+  c.optimizer.b1 = 0.9                   # adam, adamw
+  c.optimizer.b2 = 0.999                 # adam, adamw
+  c.optimizer.eps = 1e-8                 # adam, adamw, rmsprop
+  c.optimizer.rmsprop_decay = 0.9        # rmsprop
+  c.optimizer.weight_decay = 0.0         # decoupled weight decay: adamw, sgd, rmsprop
+  c.optimizer.l2 = 0.0                   # L2 penalty l2/2*|w|^2: l2*w added to the gradient
+  c.optimizer.l1 = 0.0                   # L1 penalty l1*|w|: l1*sign(w) added to the gradient
+  # Parameters whose path ('Dense_0/bias') matches this regex are not decayed/penalised.
+  c.optimizer.no_decay = r"(bias|scale)$"
+  c.optimizer.grad_clip_norm = 0.0       # clip the global gradient norm; 0 = off
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = "warmup_cosine"      # constant | cosine | warmup_cosine | step | one_cycle
+  c.schedule.warmup_epochs = 0.0         # warmup_cosine
+  c.schedule.end_factor = 0.0            # cosine, warmup_cosine: final lr / peak lr
+  c.schedule.step_epochs = (0.5, 0.75)   # step: decay at these fractions of training...
+  c.schedule.step_factor = 0.1           # ...multiplying the lr by this each time
+  c.schedule.one_cycle_pct_start = 0.3   # one_cycle: fraction of steps spent rising
+
+  c.batch_size = 128                     # global batch, split over all devices
+  c.num_epochs = 10.0
+  c.eval_batch_size = 1000
+  # Train steps compiled into one call: a lax.scan on GPU/TPU, unrolled on CPU (where
+  # XLA runs convolutions in loops slowly), so there compile time grows with it.
+  c.steps_per_dispatch = 10
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 1000        # also at every epoch end and at the end
+  c.keep_checkpoints = 3
+  c.plots = True                         # write PNG learning curves
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mode = "jit"                # jit: Mesh + NamedSharding over all local devices
+  return c

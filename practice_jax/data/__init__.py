@@ -1,0 +1,1 @@
+"""Datasets: the TFDS catalogue, offline preparation, and the device-resident input path."""

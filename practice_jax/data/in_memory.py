@@ -1,0 +1,84 @@
+"""The input path for datasets that fit in memory (MNIST, Fashion-MNIST, CIFAR).
+
+The splits are loaded once as uint8 numpy arrays and put on the device whole; the compiled
+train step gathers its batch from them by index, so no host work happens between steps.
+Each epoch's order is a permutation computed from (seed, epoch), which makes the data a
+pure function of the step: a resumed run sees exactly the batches an uninterrupted one
+would. Normalisation happens on the device, inside the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import ml_collections
+import numpy as np
+
+from practice_jax.data import catalogue, tfds_source
+from practice_jax.errors import UserError
+
+Split = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class ClassificationData:
+  train: Split
+  validation: Split | None      # the last `validation_size` examples of the train split
+  test: Split
+  num_classes: int
+  class_names: list[str]
+  mean: np.ndarray              # per channel, of the training images scaled to [0, 1]
+  std: np.ndarray
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.train["image"].shape[1:])
+
+
+def split_validation(train: Split, validation_size: int) -> tuple[Split, Split | None]:
+  """Holds out the last `validation_size` training examples (a fixed, documented slice)."""
+  n = len(train["label"])
+  if validation_size >= n:
+    raise UserError(f"data.validation_size={validation_size} leaves no training examples "
+                    f"(the training split has {n}); choose a value below {n}.")
+  if validation_size == 0:
+    return train, None
+  return ({k: v[:-validation_size] for k, v in train.items()},
+          {k: v[-validation_size:] for k, v in train.items()})
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+  return x.mean(axis=0).astype(np.float32), x.std(axis=0).astype(np.float32)
+
+
+def load_classification(cfg: ml_collections.ConfigDict) -> ClassificationData:
+  spec = catalogue.CATALOGUE[cfg.name]
+  builder = tfds_source.prepare(cfg.name, cfg.data_dir, cfg.manual_dir)
+  train, validation = split_validation(tfds_source.load_split(builder, spec.train_split),
+                                       cfg.validation_size)
+  mean, std = channel_stats(train["image"])
+  return ClassificationData(
+      train=train, validation=validation,
+      test=tfds_source.load_split(builder, spec.test_split),
+      num_classes=spec.num_classes, class_names=tfds_source.class_names(builder),
+      mean=mean, std=std)
+
+
+def pad_for_eval(split: Split, batch_size: int) -> Split:
+  """Pads a split to whole batches and adds a 0/1 'mask', so every example counts once."""
+  n = len(split["label"])
+  padded = -(-n // batch_size) * batch_size
+  out = {k: np.concatenate([v, np.zeros((padded - n,) + v.shape[1:], v.dtype)])
+         for k, v in split.items()}
+  out["mask"] = (np.arange(padded) < n).astype(np.float32)
+  return out
+
+
+def epoch_permutation(data_key: jax.Array, epoch: int, num_examples: int) -> jax.Array:
+  """The order of the training examples in `epoch`: a function of (seed, epoch) only."""
+  return _permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+_permutation = jax.jit(jax.random.permutation, static_argnums=1)

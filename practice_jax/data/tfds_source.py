@@ -1,0 +1,91 @@
+"""Preparing and reading datasets through TFDS, online or fully offline.
+
+Offline preparation: TFDS looks for a dataset's original files (named as in its download
+URLs, e.g. ``train-images-idx3-ubyte.gz``) in a manual directory and verifies their size
+and sha256 against its own checksums. We pass that directory explicitly, per dataset,
+because MNIST and Fashion-MNIST files share names.
+
+Without the files and without a network TFDS would retry downloads for minutes; we probe
+the download hosts first (a few seconds) and fail with one sentence naming both remedies.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+from practice_jax.data.catalogue import CATALOGUE
+from practice_jax.errors import UserError
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def _tfds():
+  # TensorFlow is only used on the host for reading files: keep it off any GPU so it
+  # does not reserve memory that JAX needs.
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  import tensorflow_datasets as tfds
+  return tfds
+
+
+def default_data_dir() -> str:
+  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def _hosts_reachable(urls: list[str]) -> bool:
+  for url in urls:
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+      with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+        pass
+    except OSError:
+      return False
+  return True
+
+
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None):
+  """Makes sure dataset `name` is prepared in `data_dir`; returns its TFDS builder."""
+  tfds = _tfds()
+  data_dir = data_dir or default_data_dir()
+  builder = tfds.builder(CATALOGUE[name].tfds_name, data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
+  manual = Path(manual_dir) if manual_dir else Path(data_dir) / "downloads" / "manual"
+  if manual_dir and not manual.is_dir():
+    raise UserError(f"The manual directory {manual} for {name} does not exist; pass the "
+                    f"folder that holds {name}'s original files.")
+  urls = sorted(builder.url_infos or {})
+  wanted = [urllib.parse.urlparse(u).path.rsplit("/", 1)[-1] for u in urls]
+  missing = [f for f in wanted if not (manual / f).is_file()]
+  if missing and not _hosts_reachable(urls):
+    raise UserError(
+        f"Dataset {name} is not prepared in {data_dir} and cannot be downloaded (no network); "
+        f"put its original files ({', '.join(wanted)}) in a folder and run "
+        f"`python -m practice_jax.data.prepare {name} --manual_dir=FOLDER`, or pass "
+        f"--config.data.manual_dir=FOLDER.")
+  download_config = tfds.download.DownloadConfig(manual_dir=str(manual)) if not missing else None
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except tfds.download.NonMatchingChecksumError as e:
+    raise UserError(f"A file for {name} does not match TFDS's recorded checksum ({e}); "
+                    f"replace it with the original, unmodified file.") from None
+  return builder
+
+
+def load_split(builder, split: str) -> dict[str, np.ndarray]:
+  """The whole split as numpy arrays: {'image': uint8 NHWC, 'label': int32 N}."""
+  tfds = _tfds()
+  # Batches rather than batch_size=-1: the latter needs the split's size up front.
+  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=10_000)))
+  return {"image": np.concatenate([c["image"] for c in chunks]).astype(np.uint8),
+          "label": np.concatenate([c["label"] for c in chunks]).astype(np.int32)}
+
+
+def class_names(builder) -> list[str]:
+  return list(builder.info.features["label"].names)

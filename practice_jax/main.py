@@ -1,0 +1,96 @@
+"""Train one experiment: ``python -m practice_jax.main --config=configs/mnist.py``.
+
+Flags: ``--config`` (an ml_collections config file; override any key with
+``--config.optimizer.learning_rate=0.05``) and ``--workdir`` (default
+``runs/<config file name>``; re-running in the same workdir resumes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from practice_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/mnist.py.", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _load_config_file(path: str):
+  spec = importlib.util.spec_from_file_location("user_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _explain_flag_error(argv: list[str], error: Exception) -> str:
+  """Turns an absl/ml_collections parse failure into one sentence for the user."""
+  config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if config_path is None:
+    return "No experiment given; pass --config=configs/<name>.py (e.g. configs/mnist.py)."
+  if not os.path.isfile(config_path):
+    return (f"Config file {config_path} does not exist; pass the path of a file in "
+            f"configs/, e.g. --config=configs/mnist.py.")
+  try:
+    config = _load_config_file(config_path)
+  except Exception as e:  # noqa: BLE001 - any failure of user code is reported as such
+    return f"Config file {config_path} could not be loaded: {type(e).__name__}: {e}."
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key, _, value = arg[len("--config."):].partition("=")
+    node, walked = config, []
+    for part in key.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        choices = list(node.keys()) if hasattr(node, "keys") else []
+        match = difflib.get_close_matches(part, choices, n=1)
+        where = ".".join(walked + [part])
+        hint = f"did you mean config.{'.'.join(walked + [match[0]])}?" if match else (
+            "see practice_jax/config_base.py for every key.")
+        return f"Unknown config key config.{where}: {hint}"
+      node, walked = node[part], walked + [part]
+    expected = type(node).__name__
+    if f"--config.{key}" in str(error):
+      return f"config.{key}={value!r} is not a valid {expected}."
+  return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 - absl and ml_collections raise several kinds
+    _fail(_explain_flag_error(argv, e))
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    _fail(f"Unexpected arguments {' '.join(argv[1:])}; pass settings as --config.key=value.")
+  config_path = config_flags.get_config_filename(flags.FLAGS["config"])
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", os.path.splitext(os.path.basename(config_path))[0])
+  from practice_jax import train  # after flag parsing: importing jax takes a while
+  try:
+    train.train_and_evaluate(_CONFIG.value, workdir)
+  except UserError as e:
+    _fail(str(e))
+  return 0
+
+
+def run() -> None:
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

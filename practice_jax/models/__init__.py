@@ -1,0 +1,39 @@
+"""Flax Linen models, registered by name.
+
+A new model is one file in this package plus one line in ``_REGISTRY``. Each model is a
+Linen module whose dataclass fields are exactly the keys allowed under ``config.model``
+(besides ``name``); its ``__call__(x, train: bool)`` returns logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+
+from practice_jax.models.cnn import CNN
+from practice_jax.models.mlp import MLP
+
+_REGISTRY: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+}
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[nn.Module]:
+  return _REGISTRY[name]
+
+
+def hyperparameters(name: str) -> list[str]:
+  """The config.model keys the named model accepts (its dataclass fields)."""
+  cls = _REGISTRY[name]
+  return [f.name for f in dataclasses.fields(cls)
+          if f.init and f.name not in ("parent", "name")]
+
+
+def build(name: str, num_classes: int, **kwargs) -> nn.Module:
+  return _REGISTRY[name](num_classes=num_classes, **kwargs)

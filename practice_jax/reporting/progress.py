@@ -1,0 +1,65 @@
+"""Console progress: a bar with the step, epoch, latest train metrics, steps/s and ETA.
+
+On a terminal the bar redraws in place at every update; in a log file (not a TTY) it
+prints a line at most every `log_interval_s` seconds, and at the end. Speed is measured over the steps since the previous update, so the
+one-off compilation of the first chunk does not distort the ETA for long.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Progress:
+
+  def __init__(self, total_steps: int, steps_per_epoch: int, start_step: int = 0,
+               stream: TextIO | None = None, width: int = 24, log_interval_s: float = 15.0):
+    self.total_steps = total_steps
+    self.steps_per_epoch = steps_per_epoch
+    self.stream = stream or sys.stdout
+    self.width = width
+    self.is_tty = self.stream.isatty()
+    self.log_interval_s = log_interval_s
+    self._last_print = -float("inf")
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+    self.steps_per_s: float | None = None
+
+  def update(self, step: int, metrics: dict[str, float]) -> None:
+    now = time.perf_counter()
+    if step > self._last_step:
+      rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+      # Smooth so that one slow chunk (a compile, a checkpoint) does not swing the ETA.
+      self.steps_per_s = rate if self.steps_per_s is None else 0.7 * self.steps_per_s + 0.3 * rate
+    self._last_step, self._last_time = step, now
+    done = step / max(self.total_steps, 1)
+    bar = "#" * int(done * self.width)
+    epoch = step / self.steps_per_epoch
+    parts = [f"[{bar:<{self.width}}] step {step}/{self.total_steps}", f"epoch {epoch:.2f}"]
+    parts += [f"{k} {v:.4f}" for k, v in metrics.items()]
+    if self.steps_per_s:
+      eta = (self.total_steps - step) / self.steps_per_s
+      parts += [f"{self.steps_per_s:.1f} steps/s", f"ETA {format_duration(eta)}"]
+    line = " | ".join(parts)
+    if self.is_tty:
+      self.stream.write("\r\033[K" + line)
+    elif now - self._last_print >= self.log_interval_s or step >= self.total_steps:
+      self.stream.write(line + "\n")
+      self._last_print = now
+    self.stream.flush()
+
+  def message(self, text: str) -> None:
+    """Prints a line of its own (an epoch summary) without breaking the bar."""
+    if self.is_tty:
+      self.stream.write("\r\033[K")
+    self.stream.write(text + "\n")
+    self.stream.flush()

@@ -1,0 +1,83 @@
+"""Metric writers: TensorBoard event files (CLU's SummaryWriter) and JSON lines.
+
+Every scalar written goes to both ``<workdir>/tensorboard`` and ``<workdir>/metrics.jsonl``;
+the JSONL file is what plots, reports and run comparisons read (one record per line:
+``{"step": ..., "split": "train", "loss": ..., ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from clu import metric_writers
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends one JSON object per ``write_scalars`` call; keys like 'train/loss' are split
+  into the record's 'split' and metric name."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._file = open(path, "a", encoding="utf-8")
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    by_split: dict[str, dict[str, float]] = {}
+    for key, value in scalars.items():
+      split, _, name = key.rpartition("/")
+      by_split.setdefault(split or "train", {})[name] = float(value)
+    for split, values in by_split.items():
+      self._file.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(workdir: str, last_step: int) -> None:
+  """Drops records after `last_step` (a resumed run re-does those steps)."""
+  records = [r for r in read_metrics(workdir) if r["step"] <= last_step]
+  with open(os.path.join(workdir, METRICS_FILE), "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+  return metric_writers.MultiWriter([
+      metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")),
+      JsonlWriter(os.path.join(workdir, METRICS_FILE)),
+  ])

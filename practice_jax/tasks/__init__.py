@@ -1,0 +1,30 @@
+"""Kinds of experiment. A task knows its data, model, loss, metrics and evaluation; the
+training loop in train.py knows none of that and drives any task through this seam:
+
+  task.train_data              dict of arrays that live on the device during training
+  task.num_train_examples      size of one epoch
+  task.eval_splits             {name: padded dict of arrays with a 0/1 'mask'}
+  task.init_state(tx)          -> TrainState (tx: the optax optimizer)
+  task.train_batch(data, perm, i, batch_size) -> the i-th batch of an epoch, on device
+  task.train_step(state, batch, tx) -> (state, metric sums)   (pure)
+  task.eval_step(state, batch)  -> metric sums, masked         (pure)
+  task.summarize(sums)          -> {'loss': ..., 'accuracy': ...}
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from practice_jax.tasks.classification import ClassificationTask
+
+_REGISTRY = {
+    "classification": ClassificationTask,
+}
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def build(config: ml_collections.ConfigDict):
+  return _REGISTRY[config.task](config)

@@ -1,0 +1,106 @@
+"""Image classification: softmax cross-entropy, accuracy, on an in-memory TFDS dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from practice_jax import models
+from practice_jax.data import in_memory
+from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
+
+Metrics = dict[str, jax.Array]
+
+
+class ClassificationTask:
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               data: in_memory.ClassificationData | None = None):
+    self.config = config
+    self.data = data if data is not None else in_memory.load_classification(config.data)
+    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    self.model = models.build(config.model.name, self.data.num_classes, **model_kwargs)
+    self.label_smoothing = config.label_smoothing
+    self.mean = jnp.asarray(self.data.mean)
+    self.std = jnp.asarray(self.data.std)
+    self.train_data = self.data.train
+    self.num_train_examples = len(self.data.train["label"])
+    self.eval_splits = {"validation": self.data.validation, "test": self.data.test}
+    self.eval_splits = {name: in_memory.pad_for_eval(split, config.eval_batch_size)
+                        for name, split in self.eval_splits.items() if split is not None}
+
+  # -- model ------------------------------------------------------------------------
+
+  def preprocess(self, images: jax.Array) -> jax.Array:
+    """uint8 images -> float32, standardised with the training set's channel stats."""
+    return (images.astype(jnp.float32) / 255.0 - self.mean) / self.std
+
+  def _apply(self, params, model_state, images, *, train: bool, key=None):
+    variables = {"params": params, **model_state}
+    rngs = {"dropout": key} if key is not None else None
+    if train and model_state:
+      return self.model.apply(variables, images, train=True, rngs=rngs,
+                              mutable=list(model_state))
+    return self.model.apply(variables, images, train=train, rngs=rngs), model_state
+
+  def init_state(self, tx: optax.GradientTransformation) -> TrainState:
+    key = stream_key(self.config.seed, INIT_STREAM)
+    sample = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
+    variables = jax.jit(lambda k: self.model.init({"params": k}, sample, train=False))(key)
+    variables = dict(variables)
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), model_state=variables,
+                      key=stream_key(self.config.seed, STEP_STREAM))
+
+  # -- steps ------------------------------------------------------------------------
+
+  def train_batch(self, data: dict[str, jax.Array], perm: jax.Array, index: jax.Array,
+                  batch_size: int) -> dict[str, jax.Array]:
+    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
+    return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
+
+  def _sums(self, logits, labels, losses, mask) -> Metrics:
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
+            "count": jnp.sum(mask)}
+
+  def train_step(self, state: TrainState, batch: dict[str, jax.Array],
+                 tx: optax.GradientTransformation) -> tuple[TrainState, Metrics]:
+    images = self.preprocess(batch["image"])
+    labels = batch["label"]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, self.data.num_classes),
+                                  self.label_smoothing)
+
+    def loss_fn(params):
+      logits, model_state = self._apply(params, state.model_state, images, train=True,
+                                        key=state.step_key())
+      losses = optax.softmax_cross_entropy(logits, targets)
+      return losses.mean(), (logits, losses, model_state)
+
+    grads, (logits, losses, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state, model_state=model_state)
+    return new_state, self._sums(logits, labels, losses, jnp.ones_like(losses))
+
+  def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
+    logits = self.logits(state, batch["image"])
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    return self._sums(logits, batch["label"], losses, batch["mask"])
+
+  def logits(self, state: TrainState, images: jax.Array) -> jax.Array:
+    return self._apply(state.params, state.model_state, self.preprocess(images),
+                       train=False)[0]
+
+  @staticmethod
+  def summarize(sums: dict[str, Any]) -> dict[str, float]:
+    count = max(float(np.asarray(sums["count"])), 1.0)
+    return {"loss": float(np.asarray(sums["loss_sum"])) / count,
+            "accuracy": float(np.asarray(sums["correct"])) / count}

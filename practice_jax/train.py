@@ -1,0 +1,161 @@
+"""The one training loop: build, restore, train, evaluate, checkpoint, report.
+
+It knows nothing about what is being learned: the task (see tasks/__init__.py) supplies
+data, state, pure step functions and metric summaries. The data order is a function of
+the step (a permutation per (seed, epoch)), and checkpoints land on chunk boundaries, so
+a run resumed from any checkpoint ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from practice_jax import optim, tasks
+from practice_jax.checkpoint import Checkpointer
+from practice_jax.data.in_memory import epoch_permutation
+from practice_jax.errors import UserError
+from practice_jax.parallel import DataParallel
+from practice_jax.reporting import plots, records, writers
+from practice_jax.reporting.progress import Progress, format_duration
+from practice_jax.state import DATA_STREAM, stream_key
+from practice_jax.validation import validate
+
+
+class TrainingDiverged(UserError):
+  """The loss became NaN or infinite."""
+
+
+def _add(a: dict[str, float] | None, b: dict[str, Any]) -> dict[str, float]:
+  b = {k: float(v) for k, v in jax.device_get(b).items()}
+  return b if a is None else {k: a[k] + b[k] for k in a}
+
+
+def _prepare_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w", encoding="utf-8"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"Cannot write to the workdir {workdir} ({e.strerror}); pass a "
+                    f"writable folder with --workdir.") from None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the run
+  record, whose 'final' entry has the test metrics."""
+  started, wall_start = records.now(), time.perf_counter()
+  parallel = DataParallel()
+  validate(config, parallel.num_devices)
+  _prepare_workdir(workdir)
+
+  task = tasks.build(config)
+  steps_per_epoch = task.num_train_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f"config.batch_size={config.batch_size} is larger than the "
+                    f"{task.num_train_examples} training examples; use a smaller batch.")
+  total_steps = max(1, int(round(config.num_epochs * steps_per_epoch)))
+  schedule = optim.build_schedule(config.schedule, config.optimizer.learning_rate,
+                                  total_steps, steps_per_epoch)
+  tx = optim.build_optimizer(config.optimizer, schedule)
+
+  state = parallel.replicate(task.init_state(tx))
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state, _ = ckpt.restore(state)
+    writers.truncate_metrics(workdir, int(state.step))
+    print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.")
+  step = int(state.step)
+  progress = Progress(total_steps, steps_per_epoch, start_step=step)
+  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+  progress.message(
+      f"{config.model.name} ({n_params:,} parameters) on {config.data.name}: "
+      f"{task.num_train_examples} training examples, {steps_per_epoch} steps/epoch, "
+      f"{total_steps} steps, global batch {config.batch_size} on {parallel.num_devices} "
+      f"{jax.default_backend()} device(s).")
+
+  train_data = parallel.replicate(task.train_data)
+  eval_data = {name: parallel.replicate(split) for name, split in task.eval_splits.items()}
+  train_chunk = parallel.compile_train_chunk(
+      functools.partial(task.train_step, tx=tx), task.train_batch, config.batch_size)
+  evaluate = parallel.compile_eval(task.eval_step, config.eval_batch_size)
+  data_key = stream_key(config.seed, DATA_STREAM)
+  writer = writers.create_writer(workdir)
+
+  perm_epoch, perm = None, None
+  window = epoch_sums = None
+  last_saved = ckpt.latest_step()
+  while step < total_steps:
+    epoch, index = divmod(step, steps_per_epoch)
+    if epoch != perm_epoch:
+      perm_epoch = epoch
+      perm = parallel.replicate(epoch_permutation(data_key, epoch, task.num_train_examples))
+    k = config.steps_per_dispatch
+    end_index = min((index // k + 1) * k, steps_per_epoch, index + total_steps - step)
+    state, sums = train_chunk(state, train_data, perm, index, num_steps=end_index - index)
+    new_step = step + end_index - index
+    window, epoch_sums = _add(window, sums), _add(epoch_sums, sums)
+    chunk = task.summarize(jax.device_get(sums))
+    if not math.isfinite(chunk["loss"]):
+      raise TrainingDiverged(
+          f"The training loss became {chunk['loss']} between steps {step} and {new_step}; "
+          f"the last good checkpoint is step {last_saved} in {ckpt.directory} (kept); "
+          f"lower the learning rate or add gradient clipping (optimizer.grad_clip_norm).")
+    progress.update(new_step, chunk)
+
+    epoch_end = new_step % steps_per_epoch == 0 or new_step == total_steps
+    if epoch_end or new_step // config.log_every_steps > step // config.log_every_steps:
+      scalars = {f"train/{k}": v for k, v in task.summarize(window).items()}
+      scalars["train/learning_rate"] = float(schedule(new_step - 1))
+      writer.write_scalars(new_step, scalars)
+      window = None
+    if epoch_end:
+      line = (f"epoch {new_step / steps_per_epoch:6.2f} | train " +
+              _format(task.summarize(epoch_sums)))
+      epoch_sums = None
+      if "validation" in eval_data:
+        val = task.summarize(jax.device_get(evaluate(state, eval_data["validation"])))
+        writer.write_scalars(new_step, {f"validation/{k}": v for k, v in val.items()})
+        line += " | validation " + _format(val)
+      progress.message(line)
+      writer.flush()
+    if epoch_end or new_step // config.checkpoint_every_steps > step // config.checkpoint_every_steps:
+      ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch})
+      last_saved = new_step
+    step = new_step
+
+  final = {name: task.summarize(jax.device_get(evaluate(state, split)))
+           for name, split in eval_data.items()}
+  writer.write_scalars(step, {f"test/{k}": v for k, v in final["test"].items()})
+  writer.close()
+  ckpt.close()
+  wall = time.perf_counter() - wall_start
+  if config.plots:
+    plots.learning_curves(writers.read_metrics(workdir),
+                          os.path.join(workdir, "learning_curves.png"),
+                          title=f"{config.model.name} on {config.data.name}")
+  record = {
+      "config": config.to_dict(), "seed": config.seed, "workdir": os.path.abspath(workdir),
+      "started": started, "finished": records.now(), "wall_time_s": round(wall, 2),
+      "steps": step, "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+      "num_parameters": n_params, "final": final, "checkpoint_step": ckpt.latest_step(),
+      "environment": records.environment(),
+  }
+  records.write_run_record(workdir, record)
+  progress.message(f"test {_format(final['test'])} | {step / steps_per_epoch:g} epochs, "
+                   f"this process {format_duration(wall)} | results in {workdir}")
+  return record
+
+
+def _format(metrics: dict[str, float]) -> str:
+  return " ".join(f"{k} {v:.2%}" if k == "accuracy" else f"{k} {v:.4f}"
+                  for k, v in metrics.items())

@@ -1,0 +1,94 @@
+"""Up-front config checks: each problem is one sentence, raised before anything compiles."""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+import ml_collections
+
+from practice_jax import models, optim, tasks
+from practice_jax.data import catalogue
+from practice_jax.errors import UserError
+
+PARALLEL_MODES = ("jit",)
+
+
+def _closest(value: str, choices: list[str]) -> str:
+  match = difflib.get_close_matches(value, choices, n=1)
+  return f"did you mean {match[0]!r}? " if match else ""
+
+
+def _check_name(key: str, value: str, choices) -> None:
+  choices = list(choices)
+  if value not in choices:
+    raise UserError(f"Unknown {key} {value!r}: {_closest(value, choices)}"
+                    f"choose one of {', '.join(choices)}.")
+
+
+def _check(condition: bool, message: str) -> None:
+  if not condition:
+    raise UserError(message)
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises UserError naming the first impossible or unknown setting in `config`."""
+  _check_name("task", config.task, tasks.names())
+  _check_name("dataset (config.data.name)", config.data.name, catalogue.names())
+  _check_name("model (config.model.name)", config.model.name, models.names())
+  allowed = models.hyperparameters(config.model.name)
+  for key in config.model:
+    if key != "name" and key not in allowed:
+      raise UserError(f"Model {config.model.name!r} has no setting config.model.{key}: "
+                      f"{_closest(key, allowed)}its settings are {', '.join(allowed)}.")
+    if "dropout" in key:
+      _check(0.0 <= config.model[key] < 1.0,
+             f"config.model.{key}={config.model[key]} must be in [0, 1).")
+  pools = config.model.get("pools")
+  if pools is not None:
+    for p in pools:
+      _check_name("pool in config.model.pools", p, ("avg", "max", "none"))
+    features = config.model.get("features", ())
+    _check(len(pools) == len(features),
+           f"config.model.pools has {len(pools)} entries but config.model.features has "
+           f"{len(features)}; give one pool per conv stage.")
+
+  opt = config.optimizer
+  _check_name("optimizer (config.optimizer.name)", opt.name, optim.OPTIMIZERS)
+  _check(opt.learning_rate > 0,
+         f"config.optimizer.learning_rate={opt.learning_rate} must be positive.")
+  _check(0.0 <= opt.momentum < 1.0, f"config.optimizer.momentum={opt.momentum} must be in [0, 1).")
+  for key in ("weight_decay", "l1", "l2", "grad_clip_norm"):
+    _check(opt[key] >= 0, f"config.optimizer.{key}={opt[key]} must be >= 0.")
+  _check(not (opt.name == "adam" and opt.weight_decay),
+         "Optimizer 'adam' does not decay weights; use optimizer.name='adamw' for decoupled "
+         "weight decay or optimizer.l2 for an L2 penalty.")
+  try:
+    re.compile(opt.no_decay)
+  except re.error as e:
+    raise UserError(f"config.optimizer.no_decay={opt.no_decay!r} is not a valid regular "
+                    f"expression ({e}).") from None
+
+  sched = config.schedule
+  _check_name("schedule (config.schedule.name)", sched.name, optim.SCHEDULES)
+  _check(0 <= sched.warmup_epochs < config.num_epochs,
+         f"config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0 and below "
+         f"num_epochs={config.num_epochs}.")
+  _check(all(0 < f < 1 for f in sched.step_epochs),
+         f"config.schedule.step_epochs={tuple(sched.step_epochs)} must be fractions of "
+         f"training in (0, 1).")
+
+  _check(config.num_epochs > 0, f"config.num_epochs={config.num_epochs} must be positive.")
+  for key in ("batch_size", "eval_batch_size"):
+    _check(config[key] > 0, f"config.{key}={config[key]} must be positive.")
+    _check(config[key] % num_devices == 0,
+           f"config.{key}={config[key]} is the global batch and must divide evenly over "
+           f"the {num_devices} devices; use a multiple of {num_devices}.")
+  for key in ("steps_per_dispatch", "log_every_steps", "checkpoint_every_steps",
+              "keep_checkpoints"):
+    _check(config[key] >= 1, f"config.{key}={config[key]} must be at least 1.")
+  _check(config.data.validation_size >= 0,
+         f"config.data.validation_size={config.data.validation_size} must be >= 0.")
+  _check(0.0 <= config.label_smoothing < 1.0,
+         f"config.label_smoothing={config.label_smoothing} must be in [0, 1).")
+  _check_name("parallel mode (config.parallel.mode)", config.parallel.mode, PARALLEL_MODES)
