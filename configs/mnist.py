@@ -5,16 +5,13 @@
 Result: (measuring)
 """
 
-from practice_jax.config_base import base_config
+from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
   config = base_config()
   config.data.name = "mnist"
-  config.model.name = "cnn"
-  config.model.features = (32, 64)
-  config.model.pools = ("avg", "avg")
-  config.model.dense = (256,)
+  config.model = model_config("cnn", features=(32, 64), pools=("avg", "avg"), dense=(256,))
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 2e-3
   config.optimizer.weight_decay = 1e-4

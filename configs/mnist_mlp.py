@@ -5,16 +5,13 @@
 Result: (measuring)
 """
 
-from practice_jax.config_base import base_config
+from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
   config = base_config()
   config.data.name = "mnist"
-  config.model.name = "mlp"
-  config.model.hidden = (512, 512)
-  config.model.activation = "relu"
-  config.model.dropout = 0.2
+  config.model = model_config("mlp", hidden=(512, 512), activation="relu", dropout=0.2)
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4

@@ -8,6 +8,18 @@ even where the experiment file does not mention it.
 import ml_collections
 
 
+def model_config(name: str, **settings) -> ml_collections.ConfigDict:
+  """config.model for model `name`: every setting of the model with its default, so each
+  can be overridden from the command line, updated with `settings`."""
+  from practice_jax import models  # imports flax: only when a config asks for a model
+  values = models.defaults(name)
+  unknown = sorted(set(settings) - set(values))
+  if unknown:
+    raise ValueError(f"model {name!r} has no settings {unknown}; it has {sorted(values)}")
+  values.update(settings)
+  return ml_collections.ConfigDict({"name": name, **values})
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -25,8 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   # validation (a fixed slice, never shuffled in); the test split is only used at the end.
   c.data.validation_size = 5000
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "cnn"
+  c.model = model_config("cnn")
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"             # sgd | adam | adamw | rmsprop

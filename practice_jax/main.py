@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from practice_jax.errors import UserError
@@ -69,7 +69,11 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    if not flags.FLAGS["config"].present:
+      raise ValueError("no --config")
+    _ = _CONFIG.value.seed  # a config file that failed to load raises only when read
+    return rest
   except Exception as e:  # noqa: BLE001 - absl and ml_collections raise several kinds
     _fail(_explain_flag_error(argv, e))
 
@@ -80,8 +84,15 @@ def main(argv: list[str]) -> int:
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_path))[0])
-  from practice_jax import train  # after flag parsing: importing jax takes a while
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep the console for progress and results
+  # Imported after flag parsing so that a bad flag is reported at once.
+  import jax
+
+  from practice_jax import train
+  from practice_jax.validation import validate
   try:
+    validate(_CONFIG.value, jax.device_count())  # before TensorFlow, data or compiling
     train.train_and_evaluate(_CONFIG.value, workdir)
   except UserError as e:
     _fail(str(e))

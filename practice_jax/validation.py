@@ -34,6 +34,7 @@ def _check(condition: bool, message: str) -> None:
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises UserError naming the first impossible or unknown setting in `config`."""
   _check_name("task", config.task, tasks.names())
+  _check(config.num_epochs > 0, f"config.num_epochs={config.num_epochs} must be positive.")
   _check_name("dataset (config.data.name)", config.data.name, catalogue.names())
   _check_name("model (config.model.name)", config.model.name, models.names())
   allowed = models.hyperparameters(config.model.name)
@@ -78,7 +79,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
          f"config.schedule.step_epochs={tuple(sched.step_epochs)} must be fractions of "
          f"training in (0, 1).")
 
-  _check(config.num_epochs > 0, f"config.num_epochs={config.num_epochs} must be positive.")
   for key in ("batch_size", "eval_batch_size"):
     _check(config[key] > 0, f"config.{key}={config[key]} must be positive.")
     _check(config[key] % num_devices == 0,

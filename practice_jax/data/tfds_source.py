@@ -12,6 +12,7 @@ the download hosts first (a few seconds) and fail with one sentence naming both 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import urllib.parse
 from pathlib import Path
@@ -70,10 +71,13 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
         f"`python -m practice_jax.data.prepare {name} --manual_dir=FOLDER`, or pass "
         f"--config.data.manual_dir=FOLDER.")
   download_config = tfds.download.DownloadConfig(manual_dir=str(manual)) if not missing else None
+  from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
   try:
     builder.download_and_prepare(download_config=download_config)
-  except tfds.download.NonMatchingChecksumError as e:
-    raise UserError(f"A file for {name} does not match TFDS's recorded checksum ({e}); "
+  except NonMatchingChecksumError as e:
+    found = re.search(r"downloaded to (\S+?),", str(e))
+    path = found.group(1) if found else f"one of {name}'s files"
+    raise UserError(f"{path} does not match the size and checksum TFDS records for {name}; "
                     f"replace it with the original, unmodified file.") from None
   return builder
 

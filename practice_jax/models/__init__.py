@@ -29,10 +29,17 @@ def get(name: str) -> type[nn.Module]:
 
 
 def hyperparameters(name: str) -> list[str]:
-  """The config.model keys the named model accepts (its dataclass fields)."""
+  """The config.model keys the named model accepts (its dataclass fields; the number of
+  classes comes from the dataset)."""
   cls = _REGISTRY[name]
   return [f.name for f in dataclasses.fields(cls)
-          if f.init and f.name not in ("parent", "name")]
+          if f.init and f.name not in ("parent", "name", "num_classes")]
+
+
+def defaults(name: str) -> dict:
+  """The named model's settings and their default values."""
+  fields = {f.name: f for f in dataclasses.fields(_REGISTRY[name])}
+  return {k: fields[k].default for k in hyperparameters(name)}
 
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:

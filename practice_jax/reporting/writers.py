@@ -12,14 +12,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from clu import metric_writers
-
 METRICS_FILE = "metrics.jsonl"
 
 
-class JsonlWriter(metric_writers.MetricWriter):
+class JsonlWriter:
   """Appends one JSON object per ``write_scalars`` call; keys like 'train/loss' are split
-  into the record's 'split' and metric name."""
+  into the record's 'split' and metric name. It implements CLU's MetricWriter interface
+  (by duck typing: importing CLU's base class would import TensorFlow)."""
 
   def __init__(self, path: str):
     self.path = path
@@ -76,7 +75,8 @@ def truncate_metrics(workdir: str, last_step: int) -> None:
     f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
+def create_writer(workdir: str):
+  from clu import metric_writers  # imports TensorFlow: only when a run really starts
   return metric_writers.MultiWriter([
       metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")),
       JsonlWriter(os.path.join(workdir, METRICS_FILE)),

@@ -1,0 +1,98 @@
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from practice_jax.config_base import base_config
+from practice_jax.data import in_memory, tfds_source
+from practice_jax.errors import UserError
+from practice_jax.state import DATA_STREAM, stream_key
+
+
+def test_epoch_permutation_is_a_function_of_seed_and_epoch():
+  key = stream_key(0, DATA_STREAM)
+  a = np.asarray(in_memory.epoch_permutation(key, 3, 100))
+  b = np.asarray(in_memory.epoch_permutation(key, 3, 100))
+  c = np.asarray(in_memory.epoch_permutation(key, 4, 100))
+  other_seed = np.asarray(in_memory.epoch_permutation(stream_key(1, DATA_STREAM), 3, 100))
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(np.sort(a), np.arange(100))
+  assert not np.array_equal(a, c) and not np.array_equal(a, other_seed)
+
+
+def test_validation_is_the_last_slice_of_train():
+  train = {"image": np.arange(10)[:, None], "label": np.arange(10)}
+  rest, val = in_memory.split_validation(train, 3)
+  np.testing.assert_array_equal(val["label"], [7, 8, 9])
+  np.testing.assert_array_equal(rest["label"], np.arange(7))
+  assert in_memory.split_validation(train, 0)[1] is None
+  with pytest.raises(UserError, match="validation_size=10"):
+    in_memory.split_validation(train, 10)
+
+
+def test_pad_for_eval_masks_the_padding():
+  split = {"image": np.ones((10, 2, 2, 1), np.uint8), "label": np.arange(10, dtype=np.int32)}
+  padded = in_memory.pad_for_eval(split, 4)
+  chex.assert_shape(padded["image"], (12, 2, 2, 1))
+  np.testing.assert_array_equal(padded["mask"], [1] * 10 + [0, 0])
+  np.testing.assert_array_equal(padded["label"][:10], split["label"])
+
+
+def test_load_classification_from_mock_tfds(mock_tfds):
+  cfg = base_config().data
+  cfg.name, cfg.validation_size = "cifar10", 10
+  data = in_memory.load_classification(cfg)
+  chex.assert_shape(data.train["image"], (54, 32, 32, 3))
+  chex.assert_shape(data.validation["image"], (10, 32, 32, 3))
+  assert data.train["image"].dtype == np.uint8 and data.train["label"].dtype == np.int32
+  assert data.num_classes == 10 and len(data.class_names) == 10
+  chex.assert_shape([data.mean, data.std], (3,))
+
+
+def test_missing_data_offline_fails_fast_with_both_remedies(tmp_path, monkeypatch):
+  monkeypatch.setattr(tfds_source, "_hosts_reachable", lambda urls: False)
+  start = time.monotonic()
+  with pytest.raises(UserError) as err:
+    tfds_source.prepare("mnist", str(tmp_path / "tfds"))
+  assert time.monotonic() - start < 30
+  message = str(err.value)
+  assert "python -m practice_jax.data.prepare mnist --manual_dir=" in message
+  assert "--config.data.manual_dir" in message and "\n" not in message
+
+
+def test_unreachable_host_is_detected(monkeypatch):
+  monkeypatch.setattr(tfds_source, "PROBE_TIMEOUT_S", 1.0)
+  assert not tfds_source._hosts_reachable(["https://does-not-exist.invalid/x.gz"])
+
+
+def test_manual_dir_must_exist(tmp_path):
+  with pytest.raises(UserError, match="does not exist"):
+    tfds_source.prepare("mnist", str(tmp_path / "tfds"), str(tmp_path / "nowhere"))
+
+
+@pytest.mark.real_data
+def test_corrupt_manual_file_is_refused(tmp_path, real_mnist_data_dir):
+  from conftest import SHARED_DATA
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  for f in (SHARED_DATA / "mnist").glob("*.gz"):
+    (manual / f.name).write_bytes(f.read_bytes())
+  target = manual / "t10k-labels-idx1-ubyte.gz"
+  target.write_bytes(target.read_bytes()[:-10] + b"0123456789")
+  with pytest.raises(UserError, match="checksum"):
+    tfds_source.prepare("mnist", str(tmp_path / "tfds"), str(manual))
+  assert target.exists()
+
+
+@pytest.mark.real_data
+def test_real_mnist_splits(real_mnist_data_dir):
+  cfg = base_config().data
+  cfg.data_dir = real_mnist_data_dir
+  data = in_memory.load_classification(cfg)
+  assert len(data.train["label"]) == 55000 and len(data.validation["label"]) == 5000
+  assert len(data.test["label"]) == 10000
+  assert data.mean[0] == pytest.approx(0.1307, abs=2e-3)
+  assert data.std[0] == pytest.approx(0.3081, abs=2e-3)

@@ -1,0 +1,63 @@
+"""Bad input at the command line: one sentence, exit status 2, nothing compiled or written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+CASES = [
+    # (extra arguments, extra environment, words the message must contain)
+    (["--config.model.name=resnet"], {}, "Unknown model (config.model.name) 'resnet'"),
+    (["--config.data.name=mnsit"], {}, "did you mean 'mnist'"),
+    (["--config.optimizer.name=adamax"], {}, "Unknown optimizer"),
+    (["--config.schedule.name=linear"], {}, "Unknown schedule"),
+    (["--config.optimizer.learning_rate=0"], {}, "learning_rate=0.0 must be positive"),
+    (["--config.optimizer.learning_rate=-0.1"], {}, "must be positive"),
+    (["--config.batch_size=0"], {}, "config.batch_size=0 must be positive"),
+    (["--config.num_epochs=-1"], {}, "num_epochs=-1.0 must be positive"),
+    (["--config.optimizer.learnin_rate=0.1"], {},
+     "Unknown config key config.optimizer.learnin_rate: did you mean config.optimizer.learning_rate?"),
+    (["--config.batch_size=abc"], {}, "config.batch_size='abc' is not a valid int"),
+    (["--config.model.dense_dropout=1.5"], {}, "must be in [0, 1)"),
+    (["--config.batch_size=100"],
+     {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, "divide evenly over the 3 devices"),
+]
+
+
+def _run(args, env_extra=None, config="configs/mnist.py"):
+  env = {**os.environ, **(env_extra or {})}
+  cmd = [sys.executable, "-m", "practice_jax.main"] + ([f"--config={config}"] if config else [])
+  return subprocess.run(cmd + args, cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=120)
+
+
+def _message(result) -> str:
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert lines, "nothing printed"
+  assert "Traceback" not in result.stderr
+  assert lines[-1].startswith("error: "), lines[-1]
+  return lines[-1]
+
+
+@pytest.mark.parametrize("args,env,expected", CASES, ids=[c[0][0] for c in CASES])
+def test_bad_config_is_refused_in_one_sentence(tmp_path, args, env, expected):
+  workdir = tmp_path / "run"
+  result = _run(args + [f"--workdir={workdir}"], env)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert expected in _message(result)
+  assert not workdir.exists()   # refused before anything was written (or compiled)
+
+
+def test_missing_config_file(tmp_path):
+  result = _run([f"--workdir={tmp_path}/run"], config="configs/nope.py")
+  assert result.returncode == 2
+  assert "Config file configs/nope.py does not exist" in _message(result)
+
+
+def test_no_config_given(tmp_path):
+  result = _run([], config=None)
+  assert result.returncode == 2
+  assert "pass --config=configs/<name>.py" in _message(result)

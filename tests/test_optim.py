@@ -1,0 +1,87 @@
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import pytest
+
+from practice_jax import optim
+from practice_jax.config_base import base_config
+
+
+def _opt_config(**overrides) -> ml_collections.ConfigDict:
+  cfg = base_config().optimizer
+  cfg.update(overrides)
+  return cfg
+
+
+PARAMS = {"Dense_0": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.full((2,), 2.0)}}
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("sgd", {"momentum": 0.0}), ("sgd", {"momentum": 0.9}),
+    ("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {}),
+    ("adamw", {"weight_decay": 0.1}), ("rmsprop", {"momentum": 0.0}),
+    ("rmsprop", {"momentum": 0.9}),
+])
+def test_every_optimizer_descends_a_quadratic(name, extra):
+  tx = optim.build_optimizer(_opt_config(name=name, **extra), optax.constant_schedule(0.05))
+  params = PARAMS
+  state = tx.init(params)
+  loss = lambda p: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))
+  start = loss(params)
+  for _ in range(20):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  chex.assert_trees_all_equal_shapes(params, PARAMS)
+  assert loss(params) < 0.9 * start
+
+
+def test_decoupled_weight_decay_skips_biases_by_default():
+  tx = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, weight_decay=0.5),
+                             optax.constant_schedule(0.1))
+  zero_grads = jax.tree.map(jnp.zeros_like, PARAMS)
+  updates, _ = tx.update(zero_grads, tx.init(PARAMS), PARAMS)
+  chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.1 * 0.5 * 2.0 * jnp.ones((3, 2)))
+  chex.assert_trees_all_close(updates["Dense_0"]["bias"], jnp.zeros((2,)))
+
+
+def test_l2_and_l1_penalties_are_added_to_the_gradient():
+  sched = optax.constant_schedule(1.0)
+  grads = jax.tree.map(jnp.zeros_like, PARAMS)
+  l2 = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, l2=0.01, no_decay=""), sched)
+  updates, _ = l2.update(grads, l2.init(PARAMS), PARAMS)
+  chex.assert_trees_all_close(updates, jax.tree.map(lambda p: -0.01 * p, PARAMS))
+  l1 = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, l1=0.01), sched)
+  updates, _ = l1.update(grads, l1.init(PARAMS), PARAMS)
+  chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.01 * jnp.ones((3, 2)))
+  chex.assert_trees_all_close(updates["Dense_0"]["bias"], jnp.zeros((2,)))
+
+
+def test_gradient_clipping_bounds_the_update_norm():
+  tx = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, grad_clip_norm=1.0),
+                             optax.constant_schedule(1.0))
+  grads = jax.tree.map(lambda p: 100.0 * jnp.ones_like(p), PARAMS)
+  updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+  assert float(optax.global_norm(updates)) == pytest.approx(1.0, rel=1e-5)
+
+
+def _schedule(name, **kw):
+  cfg = base_config().schedule
+  cfg.name = name
+  cfg.update(kw)
+  return optim.build_schedule(cfg, 0.1, total_steps=1000, steps_per_epoch=100)
+
+
+def test_schedules_have_the_documented_shape():
+  assert float(_schedule("constant")(999)) == pytest.approx(0.1)
+  cos = _schedule("cosine", end_factor=0.0)
+  assert float(cos(0)) == pytest.approx(0.1) and float(cos(1000)) == pytest.approx(0.0, abs=1e-7)
+  warm = _schedule("warmup_cosine", warmup_epochs=2.0)   # 200 steps
+  assert float(warm(0)) == 0.0 and float(warm(100)) == pytest.approx(0.05)
+  assert float(warm(200)) == pytest.approx(0.1)
+  step = _schedule("step", step_epochs=(0.5, 0.75), step_factor=0.1)
+  assert [float(step(s)) for s in (499, 500, 750)] == pytest.approx([0.1, 0.01, 0.001])
+  cycle = _schedule("one_cycle", one_cycle_pct_start=0.3)
+  assert float(cycle(300)) == pytest.approx(0.1) and float(cycle(0)) < 0.01
+  assert float(cycle(1000)) < 1e-4
