@@ -41,6 +41,17 @@ class Checkpointer:
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
 
+  def delete_after(self, step: int) -> None:
+    """Deletes checkpoints later than `step`: after a resume from `step` they belong to
+    a timeline that is about to be recomputed."""
+    for later in self.all_steps():
+      if later > step:
+        self._manager.delete(later)
+
+  def wait(self) -> None:
+    """Blocks until asynchronous saves have finished."""
+    self._manager.wait_until_finished()
+
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()

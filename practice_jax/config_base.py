@@ -39,6 +39,21 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = model_config("cnn")
 
+  # Training-time augmentation, on the device, from the step's key (never at evaluation).
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_padding = 0             # random crop after zero-padding by this many pixels
+  c.augment.horizontal_flip = False      # random left-right mirror
+
+  # Early stopping on a validation metric: stop after `patience` evaluations (epochs)
+  # without improvement, then report the test metrics of the best checkpoint. 0 = off.
+  c.early_stopping = ml_collections.ConfigDict()
+  c.early_stopping.patience = 0
+  c.early_stopping.metric = "accuracy"   # a validation metric: accuracy or loss
+  c.early_stopping.min_delta = 0.0       # improvements smaller than this do not count
+  # Which checkpoint the final test metrics and reports use: "last", or "best" (the best
+  # validation value of early_stopping.metric, kept in <workdir>/best_checkpoint).
+  c.evaluate_checkpoint = "last"
+
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"             # sgd | adam | adamw | rmsprop
   c.optimizer.learning_rate = 1e-3       # peak learning rate of the schedule

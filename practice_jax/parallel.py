@@ -90,3 +90,18 @@ class DataParallel:
 
     return jax.jit(evaluate, out_shardings=self.replicated)
 
+
+  def compile_predict(self, predict: Callable, batch_size: int) -> Callable:
+    """fn(state, padded_split) -> predict(state, images) for every example, stacked."""
+    def run(state, split):
+      num_batches = split["mask"].shape[0] // batch_size
+      images = split["image"].reshape((num_batches, batch_size) + split["image"].shape[1:])
+
+      def body(_, batch):
+        batch = jax.lax.with_sharding_constraint(batch, self.batch_sharded)
+        return None, predict(state, batch)
+
+      outputs = jax.lax.scan(body, None, images)[1]
+      return outputs.reshape((-1,) + outputs.shape[2:])
+
+    return jax.jit(run, out_shardings=self.replicated)

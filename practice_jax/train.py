@@ -1,14 +1,17 @@
 """The one training loop: build, restore, train, evaluate, checkpoint, report.
 
 It knows nothing about what is being learned: the task (see tasks/__init__.py) supplies
-data, state, pure step functions and metric summaries. The data order is a function of
-the step (a permutation per (seed, epoch)), and checkpoints land on chunk boundaries, so
-a run resumed from any checkpoint ends exactly where an uninterrupted one would.
+data, state, pure step functions, metric summaries and its report. The data order is a
+function of the step (a permutation per (seed, epoch)), and checkpoints land on chunk
+boundaries, so a run resumed from any checkpoint ends exactly where an uninterrupted one
+would.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 import os
 import time
@@ -28,9 +31,37 @@ from practice_jax.reporting.progress import Progress, format_duration
 from practice_jax.state import DATA_STREAM, stream_key
 from practice_jax.validation import validate
 
+CONFIG_FILE = "config.json"
+LAST, BEST = "checkpoints", "best_checkpoint"
+
 
 class TrainingDiverged(UserError):
   """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+  """Tracks the best validation value; says when `patience` evaluations brought none.
+
+  With patience 0 it only tracks the best value (for the best checkpoint) and never stops.
+  """
+  metric: str = "accuracy"
+  patience: int = 0
+  min_delta: float = 0.0
+  best: float | None = None
+  best_step: int | None = None
+  bad_evaluations: int = 0
+  stopped: bool = False
+
+  def update(self, value: float, step: int) -> bool:
+    """Records one evaluation; returns whether it is a new best."""
+    sign = -1.0 if self.metric == "loss" else 1.0
+    if self.best is None or sign * (value - self.best) > self.min_delta:
+      self.best, self.best_step, self.bad_evaluations = value, step, 0
+      return True
+    self.bad_evaluations += 1
+    self.stopped = 0 < self.patience <= self.bad_evaluations
+    return False
 
 
 def _add(a: dict[str, float] | None, b: dict[str, Any]) -> dict[str, float]:
@@ -38,26 +69,31 @@ def _add(a: dict[str, float] | None, b: dict[str, Any]) -> dict[str, float]:
   return b if a is None else {k: a[k] + b[k] for k in a}
 
 
-def _prepare_workdir(workdir: str) -> None:
+def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w", encoding="utf-8"):
-      pass
-    os.remove(probe)
+    with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
   except OSError as e:
     raise UserError(f"Cannot write to the workdir {workdir} ({e.strerror}); pass a "
                     f"writable folder with --workdir.") from None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the run
-  record, whose 'final' entry has the test metrics."""
-  started, wall_start = records.now(), time.perf_counter()
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config, before any training."""
+  config: ml_collections.ConfigDict
+  parallel: DataParallel
+  task: Any
+  tx: Any
+  schedule: Any
+  steps_per_epoch: int
+  total_steps: int
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
   parallel = DataParallel()
   validate(config, parallel.num_devices)
-  _prepare_workdir(workdir)
-
   task = tasks.build(config)
   steps_per_epoch = task.num_train_examples // config.batch_size
   if steps_per_epoch == 0:
@@ -67,12 +103,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   schedule = optim.build_schedule(config.schedule, config.optimizer.learning_rate,
                                   total_steps, steps_per_epoch)
   tx = optim.build_optimizer(config.optimizer, schedule)
+  return Experiment(config, parallel, task, tx, schedule, steps_per_epoch, total_steps)
 
-  state = parallel.replicate(task.init_state(tx))
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+
+def load_trained(workdir: str, which: str | None = None):
+  """(experiment, state, step, which) for the run in `workdir`: its 'best' or 'last'
+  checkpoint (default: the one the run reported)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise UserError(f"{workdir} holds no practice_jax run (no {CONFIG_FILE}); pass the "
+                    f"--workdir of a run started with python -m practice_jax.main.")
+  with open(path, encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  which = which or config.evaluate_checkpoint
+  exp = build(config)
+  ckpt = Checkpointer(os.path.join(workdir, BEST if which == "best" else LAST), 1)
+  if ckpt.latest_step() is None:
+    raise UserError(f"{workdir} has no {which} checkpoint yet; train it first (or wait "
+                    f"for its first checkpoint).")
+  state, _ = ckpt.restore(exp.parallel.replicate(exp.task.init_state(exp.tx)))
+  return exp, state, ckpt.latest_step(), which
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the run
+  record, whose 'final' entry has the metrics of the evaluated checkpoint."""
+  started, wall_start = records.now(), time.perf_counter()
+  validate(config, jax.device_count())
+  _prepare_workdir(workdir, config)
+  exp = build(config)
+  parallel, task, steps_per_epoch, total_steps = (
+      exp.parallel, exp.task, exp.steps_per_epoch, exp.total_steps)
+
+  state = parallel.replicate(task.init_state(exp.tx))
+  ckpt = Checkpointer(os.path.join(workdir, LAST), config.keep_checkpoints)
+  best_ckpt = Checkpointer(os.path.join(workdir, BEST), 1)
+  stopper = EarlyStopping(config.early_stopping.metric, config.early_stopping.patience,
+                          config.early_stopping.min_delta)
   if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state)
+    state, meta = ckpt.restore(state)
+    stopper = EarlyStopping(**meta.get("early_stopping", dataclasses.asdict(stopper)))
     writers.truncate_metrics(workdir, int(state.step))
+    best_ckpt.delete_after(int(state.step))
     print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.")
   step = int(state.step)
   progress = Progress(total_steps, steps_per_epoch, start_step=step)
@@ -86,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_data = parallel.replicate(task.train_data)
   eval_data = {name: parallel.replicate(split) for name, split in task.eval_splits.items()}
   train_chunk = parallel.compile_train_chunk(
-      functools.partial(task.train_step, tx=tx), task.train_batch, config.batch_size)
+      functools.partial(task.train_step, tx=exp.tx), task.train_batch, config.batch_size)
   evaluate = parallel.compile_eval(task.eval_step, config.eval_batch_size)
   data_key = stream_key(config.seed, DATA_STREAM)
   writer = writers.create_writer(workdir)
@@ -94,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   perm_epoch, perm = None, None
   window = epoch_sums = None
   last_saved = ckpt.latest_step()
-  while step < total_steps:
+  while step < total_steps and not stopper.stopped:
     epoch, index = divmod(step, steps_per_epoch)
     if epoch != perm_epoch:
       perm_epoch = epoch
@@ -115,7 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     epoch_end = new_step % steps_per_epoch == 0 or new_step == total_steps
     if epoch_end or new_step // config.log_every_steps > step // config.log_every_steps:
       scalars = {f"train/{k}": v for k, v in task.summarize(window).items()}
-      scalars["train/learning_rate"] = float(schedule(new_step - 1))
+      scalars["train/learning_rate"] = float(exp.schedule(new_step - 1))
       writer.write_scalars(new_step, scalars)
       window = None
     if epoch_end:
@@ -126,18 +198,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         val = task.summarize(jax.device_get(evaluate(state, eval_data["validation"])))
         writer.write_scalars(new_step, {f"validation/{k}": v for k, v in val.items()})
         line += " | validation " + _format(val)
+        if stopper.update(val[stopper.metric], new_step):
+          best_ckpt.save(new_step, state, {"validation": val})
+          line += " *"
       progress.message(line)
+      if stopper.stopped:
+        progress.message(
+            f"Early stopping: validation {stopper.metric} has not improved for "
+            f"{stopper.patience} epochs; the best was {stopper.best:.4f} at step "
+            f"{stopper.best_step}.")
       writer.flush()
-    if epoch_end or new_step // config.checkpoint_every_steps > step // config.checkpoint_every_steps:
-      ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch})
+    if (epoch_end or stopper.stopped or
+        new_step // config.checkpoint_every_steps > step // config.checkpoint_every_steps):
+      ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch,
+                                  "early_stopping": dataclasses.asdict(stopper)})
       last_saved = new_step
     step = new_step
 
+  used = "last"
+  if config.evaluate_checkpoint == "best" and best_ckpt.latest_step() is not None:
+    best_ckpt.wait()
+    state, _ = best_ckpt.restore(state)
+    used = "best"
+  used_step = int(state.step)
   final = {name: task.summarize(jax.device_get(evaluate(state, split)))
            for name, split in eval_data.items()}
   writer.write_scalars(step, {f"test/{k}": v for k, v in final["test"].items()})
   writer.close()
   ckpt.close()
+  best_ckpt.close()
+  report = task.write_report(state, parallel, workdir)
   wall = time.perf_counter() - wall_start
   if config.plots:
     plots.learning_curves(writers.read_metrics(workdir),
@@ -147,12 +237,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "config": config.to_dict(), "seed": config.seed, "workdir": os.path.abspath(workdir),
       "started": started, "finished": records.now(), "wall_time_s": round(wall, 2),
       "steps": step, "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-      "num_parameters": n_params, "final": final, "checkpoint_step": ckpt.latest_step(),
+      "early_stopped": stopper.stopped, "num_parameters": n_params, "final": final,
+      "evaluated_checkpoint": {"which": used, "step": used_step},
       "environment": records.environment(),
   }
   records.write_run_record(workdir, record)
-  progress.message(f"test {_format(final['test'])} | {step / steps_per_epoch:g} epochs, "
-                   f"this process {format_duration(wall)} | results in {workdir}")
+  progress.message(report["text"].rstrip())
+  progress.message(
+      f"test {_format(final['test'])} ({used} checkpoint, step {used_step}) | "
+      f"{step / steps_per_epoch:g} epochs, this process {format_duration(wall)} | "
+      f"results in {workdir}")
   return record
 
 

@@ -91,4 +91,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
          f"config.data.validation_size={config.data.validation_size} must be >= 0.")
   _check(0.0 <= config.label_smoothing < 1.0,
          f"config.label_smoothing={config.label_smoothing} must be in [0, 1).")
+  es = config.early_stopping
+  _check_name("early stopping metric (config.early_stopping.metric)", es.metric,
+              ("accuracy", "loss"))
+  _check(es.patience >= 0, f"config.early_stopping.patience={es.patience} must be >= 0.")
+  _check_name("checkpoint to evaluate (config.evaluate_checkpoint)",
+              config.evaluate_checkpoint, ("last", "best"))
+  _check(config.data.validation_size > 0 or (es.patience == 0 and
+                                              config.evaluate_checkpoint == "last"),
+         "Early stopping and evaluate_checkpoint='best' need a validation split; set "
+         "config.data.validation_size above 0.")
+  _check(config.augment.crop_padding >= 0,
+         f"config.augment.crop_padding={config.augment.crop_padding} must be >= 0.")
   _check_name("parallel mode (config.parallel.mode)", config.parallel.mode, PARALLEL_MODES)

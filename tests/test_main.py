@@ -10,7 +10,7 @@ from conftest import REPO
 
 CASES = [
     # (extra arguments, extra environment, words the message must contain)
-    (["--config.model.name=resnet"], {}, "Unknown model (config.model.name) 'resnet'"),
+    (["--config.model.name=resnet50"], {}, "Unknown model (config.model.name) 'resnet50'"),
     (["--config.data.name=mnsit"], {}, "did you mean 'mnist'"),
     (["--config.optimizer.name=adamax"], {}, "Unknown optimizer"),
     (["--config.schedule.name=linear"], {}, "Unknown schedule"),

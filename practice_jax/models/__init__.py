@@ -12,11 +12,15 @@ import dataclasses
 import flax.linen as nn
 
 from practice_jax.models.cnn import CNN
+from practice_jax.models.lenet import LeNet5
 from practice_jax.models.mlp import MLP
+from practice_jax.models.resnet import ResNet
 
 _REGISTRY: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "cnn": CNN,
+    "lenet5": LeNet5,
+    "resnet": ResNet,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import jax
@@ -11,7 +13,9 @@ import numpy as np
 import optax
 
 from practice_jax import models
-from practice_jax.data import in_memory
+from practice_jax.data import augment, in_memory
+from practice_jax.reporting import classification as report_lib
+from practice_jax.reporting import plots
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
 
 Metrics = dict[str, jax.Array]
@@ -72,14 +76,17 @@ class ClassificationTask:
 
   def train_step(self, state: TrainState, batch: dict[str, jax.Array],
                  tx: optax.GradientTransformation) -> tuple[TrainState, Metrics]:
-    images = self.preprocess(batch["image"])
+    aug_key, dropout_key = jax.random.split(state.step_key())
+    aug = self.config.augment
+    images = self.preprocess(augment.augment(aug_key, batch["image"], aug.crop_padding,
+                                             aug.horizontal_flip))
     labels = batch["label"]
     targets = optax.smooth_labels(jax.nn.one_hot(labels, self.data.num_classes),
                                   self.label_smoothing)
 
     def loss_fn(params):
       logits, model_state = self._apply(params, state.model_state, images, train=True,
-                                        key=state.step_key())
+                                        key=dropout_key)
       losses = optax.softmax_cross_entropy(logits, targets)
       return losses.mean(), (logits, losses, model_state)
 
@@ -98,6 +105,29 @@ class ClassificationTask:
   def logits(self, state: TrainState, images: jax.Array) -> jax.Array:
     return self._apply(state.params, state.model_state, self.preprocess(images),
                        train=False)[0]
+
+  def write_report(self, state: TrainState, parallel, workdir: str, split: str = "test"
+                   ) -> dict[str, Any]:
+    """Classification report and confusion matrix of `split`, as text, JSON and PNG."""
+    padded = parallel.replicate(self.eval_splits[split])
+    predict = parallel.compile_predict(self.logits, self.config.eval_batch_size)
+    logits = np.asarray(jax.device_get(predict(state, padded)))
+    n = int(self.eval_splits[split]["mask"].sum())
+    labels = self.eval_splits[split]["label"][:n]
+    cm = report_lib.confusion_matrix(labels, logits[:n].argmax(-1), self.data.num_classes)
+    report = report_lib.classification_report(cm, self.data.class_names)
+    text = (f"{split} split, {n} examples\n\n" + report_lib.format_report(report) + "\n\n"
+            + report_lib.format_confusion_matrix(cm, self.data.class_names) + "\n")
+    with open(os.path.join(workdir, f"{split}_report.txt"), "w", encoding="utf-8") as f:
+      f.write(text)
+    with open(os.path.join(workdir, f"{split}_report.json"), "w", encoding="utf-8") as f:
+      json.dump({**report, "confusion_matrix": cm.tolist()}, f, indent=2)
+    if self.config.plots:
+      plots.confusion_matrix(cm, self.data.class_names,
+                             os.path.join(workdir, f"{split}_confusion_matrix.png"),
+                             title=f"{self.config.model.name} on {self.config.data.name} "
+                                   f"({split}): accuracy {report['accuracy']:.2%}")
+    return {"report": report, "text": text}
 
   @staticmethod
   def summarize(sums: dict[str, Any]) -> dict[str, float]:

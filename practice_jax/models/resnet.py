@@ -1,0 +1,52 @@
+"""ResNet-18 for 32x32 images (He et al., 2016), with the usual CIFAR stem.
+
+The ImageNet stem (7x7 stride-2 conv + max-pool) would shrink a 32x32 image to 8x8 before
+the first block; the CIFAR variant uses one 3x3 stride-1 conv instead, then four stages of
+two basic blocks (64, 128, 256, 512 channels; stride 2 from the second stage on), global
+average pooling and a linear classifier. Batch norm statistics live in the 'batch_stats'
+collection, carried in the train state.
+"""
+
+from collections.abc import Sequence
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class BasicBlock(nn.Module):
+  features: int
+  strides: int
+  norm: functools.partial
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    residual = x
+    y = nn.Conv(self.features, (3, 3), self.strides, padding=1, use_bias=False)(x)
+    y = nn.relu(self.norm()(y))
+    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
+    y = self.norm(scale_init=nn.initializers.zeros)(y)  # each block starts as identity
+    if residual.shape != y.shape:
+      residual = nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(residual)
+      residual = self.norm()(residual)
+    return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+  num_classes: int
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)     # ResNet-18
+  width: int = 64
+  bn_momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=1e-5)
+    x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False)(x)
+    x = nn.relu(norm()(x))
+    for stage, blocks in enumerate(self.stage_sizes):
+      for block in range(blocks):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = BasicBlock(self.width * 2 ** stage, strides, norm)(x)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes)(x)

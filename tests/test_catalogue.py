@@ -1,0 +1,161 @@
+"""The vision catalogue: every config runs, augmentation, reports, early stopping, CLIs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO, load_config, tiny
+from practice_jax import train
+from practice_jax.data import augment
+from practice_jax.reporting import classification as report_lib
+
+CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_runs_two_steps_on_mock_data(name, mock_tfds, tmp_path):
+  config = tiny(load_config(name))
+  config.num_epochs = 2 / 6            # 48 mock training examples, batch 8: two steps
+  config.steps_per_dispatch = 1
+  config.early_stopping.patience = min(config.early_stopping.patience, 1)
+  record = train.train_and_evaluate(config, str(tmp_path))
+  assert record["steps"] == 2
+  assert np.isfinite(record["final"]["test"]["loss"])
+  assert (tmp_path / "checkpoints" / "2").is_dir()
+  assert (tmp_path / "test_report.txt").is_file()
+  assert (tmp_path / "test_confusion_matrix.png").is_file()
+
+
+def test_augmentation_is_deterministic_given_the_key_and_keeps_shapes():
+  images = jax.random.randint(jax.random.key(0), (6, 8, 8, 3), 0, 256).astype(jnp.uint8)
+  a = augment.augment(jax.random.key(1), images, crop_padding=2, horizontal_flip=True)
+  b = augment.augment(jax.random.key(1), images, crop_padding=2, horizontal_flip=True)
+  c = augment.augment(jax.random.key(2), images, crop_padding=2, horizontal_flip=True)
+  chex.assert_trees_all_equal(a, b)
+  chex.assert_equal_shape([a, images])
+  assert a.dtype == jnp.uint8 and not jnp.array_equal(a, c)
+  same = augment.augment(jax.random.key(1), images, crop_padding=0, horizontal_flip=False)
+  chex.assert_trees_all_equal(same, images)
+
+
+def test_flip_mirrors_and_crop_shifts_content():
+  image = jnp.arange(16, dtype=jnp.uint8).reshape(1, 4, 4, 1)
+  flipped = [augment.random_flip(jax.random.key(k), image) for k in range(16)]
+  assert any(jnp.array_equal(f, image[:, :, ::-1]) for f in flipped)
+  assert any(jnp.array_equal(f, image) for f in flipped)
+  crops = [augment.random_crop(jax.random.key(k), image, 1) for k in range(32)]
+  for crop in crops:   # every crop is a shifted window of the zero-padded image
+    padded = np.pad(np.asarray(image[0, :, :, 0]), 1)
+    assert any(np.array_equal(np.asarray(crop[0, :, :, 0]), padded[i:i + 4, j:j + 4])
+               for i in range(3) for j in range(3))
+
+
+def test_augmentation_never_happens_at_evaluation(mock_tfds, tmp_path):
+  from practice_jax import tasks
+  config = tiny(load_config("fashion_mnist_cnn"))
+  task = tasks.build(config)
+  from practice_jax import optim
+  tx = optim.build_optimizer(config.optimizer, optim.build_schedule(config.schedule, 1e-3, 10, 1))
+  state = task.init_state(tx)
+  split = task.eval_splits["test"]
+  first = task.eval_step(state.replace(step=jnp.int32(1)), split)
+  second = task.eval_step(state.replace(step=jnp.int32(2)), split)
+  chex.assert_trees_all_equal(first, second)
+
+
+def test_classification_report_matches_hand_computed_values():
+  labels = np.array([0, 0, 0, 1, 1, 2])
+  preds = np.array([0, 0, 1, 1, 2, 2])
+  cm = report_lib.confusion_matrix(labels, preds, 3)
+  np.testing.assert_array_equal(cm, [[2, 1, 0], [0, 1, 1], [0, 0, 1]])
+  report = report_lib.classification_report(cm, ["a", "b", "c"])
+  a, b, c = (report["classes"][k] for k in "abc")
+  assert (a["precision"], a["recall"], a["support"]) == (1.0, pytest.approx(2 / 3), 3)
+  assert a["f1"] == pytest.approx(0.8)
+  assert (b["precision"], b["recall"], b["f1"]) == (0.5, 0.5, 0.5)
+  assert (c["precision"], c["recall"]) == (0.5, 1.0) and c["f1"] == pytest.approx(2 / 3)
+  assert report["accuracy"] == pytest.approx(4 / 6)
+  assert report["macro avg"]["f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+  assert report["weighted avg"]["recall"] == pytest.approx(4 / 6)
+  text = report_lib.format_report(report)
+  assert "precision" in text and "weighted avg" in text
+  assert "rows: true class" in report_lib.format_confusion_matrix(cm, ["a", "b", "c"])
+
+
+def test_a_class_never_predicted_has_zero_precision_not_nan():
+  cm = report_lib.confusion_matrix(np.array([0, 1]), np.array([0, 0]), 2)
+  report = report_lib.classification_report(cm, ["x", "y"])
+  assert report["classes"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+@pytest.mark.parametrize("metric,values,stop_after", [
+    ("loss", [1.0, 0.8, 0.9, 0.85, 0.81, 0.7], 5),      # 3 bad evaluations after 0.8
+    ("accuracy", [0.5, 0.6, 0.6, 0.59, 0.61, 0.62, 0.3, 0.3, 0.3], 9),
+])
+def test_early_stopping_stops_at_the_right_epoch(metric, values, stop_after):
+  stopper = train.EarlyStopping(metric=metric, patience=3)
+  stopped_at = None
+  for epoch, value in enumerate(values, start=1):
+    stopper.update(value, step=epoch)
+    if stopper.stopped:
+      stopped_at = epoch
+      break
+  assert stopped_at == stop_after
+
+
+def test_early_stopping_run_reports_the_best_checkpoint(mock_tfds, tmp_path):
+  config = tiny(load_config("mnist_keras_cnn"), epochs=30.0)
+  config.early_stopping.patience = 1
+  config.early_stopping.min_delta = 10.0     # nothing after the first epoch counts
+  record = train.train_and_evaluate(config, str(tmp_path))
+  assert record["early_stopped"] and record["steps"] == 2 * 6
+  assert record["evaluated_checkpoint"] == {"which": "best", "step": 6}
+  again = train.train_and_evaluate(config, str(tmp_path))   # a stopped run stays stopped
+  assert again["steps"] == 12 and again["final"] == record["final"]
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_evaluate_and_predict_command_lines(tmp_path, real_mnist_data_dir):
+  from PIL import Image
+  config = load_config("mnist_keras_cnn")
+  config.data.data_dir = real_mnist_data_dir
+  config.num_epochs = 100 / 429
+  config.early_stopping.patience = 0
+  workdir = tmp_path / "run"
+  record = train.train_and_evaluate(config, str(workdir))
+  env = {"PATH": "/usr/bin:/bin"}
+
+  def run(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+  result = run("practice_jax.evaluate", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "weighted avg" in result.stdout and "rows: true class" in result.stdout
+  assert f"accuracy {record['final']['test']['accuracy']:.4f}" in result.stdout
+  report = json.loads((workdir / "test_report.json").read_text())
+  assert sum(map(sum, report["confusion_matrix"])) == 10000
+
+  import tensorflow_datasets as tfds
+  sample = next(iter(tfds.as_numpy(tfds.load("mnist", split="test[:1]",
+                                             data_dir=real_mnist_data_dir))))
+  digit = tmp_path / "digit.png"
+  Image.fromarray(sample["image"][:, :, 0]).save(digit)
+  Image.new("L", (32, 20)).save(tmp_path / "big.png")
+  (tmp_path / "junk.png").write_text("not an image")
+  result = run("practice_jax.predict", f"--workdir={workdir}", str(digit))
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = result.stdout.strip().splitlines()[-1]
+  assert line.startswith(f"{digit}: {sample['label']} ")   # MNIST class names are digits
+  result = run("practice_jax.predict", f"--workdir={workdir}", str(tmp_path / "big.png"))
+  assert result.returncode == 2 and "is 32x20 pixels but the model takes 28x28" in result.stderr
+  result = run("practice_jax.predict", f"--workdir={workdir}", str(tmp_path / "junk.png"))
+  assert result.returncode == 2 and "is not a readable image" in result.stderr
