@@ -8,9 +8,13 @@ Saves are asynchronous: training continues while the arrays are written.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from practice_jax.errors import UserError
 
 
 class Checkpointer:
@@ -40,6 +44,26 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
+
+  def restore_latest_good(self, target: Any) -> tuple[Any, dict[str, Any], list[str]]:
+    """Restores the newest checkpoint that reads back whole; returns (state, meta,
+    warnings), one warning per unreadable newer checkpoint. Unreadable ones are moved
+    (not deleted) to <directory>_corrupt/ so that their step can be saved again."""
+    warnings = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(target, step)
+        return state, meta, warnings
+      except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        aside = os.path.join(self.directory + "_corrupt", f"{step}-{int(time.time())}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(os.path.join(self.directory, str(step)), aside)
+        self._manager.reload()
+        warnings.append(f"warning: checkpoint {step} in {self.directory} is unreadable "
+                        f"({reason}); moved it to {aside} and fell back to an earlier one.")
+    raise UserError(f"No readable checkpoint in {self.directory} (tried "
+                    f"{len(warnings)}); move the folder away to start over.")
 
   def delete_after(self, step: int) -> None:
     """Deletes checkpoints later than `step`: after a resume from `step` they belong to

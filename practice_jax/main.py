@@ -21,6 +21,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/mnist.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
+_CONFIG_CHANGE = flags.DEFINE_enum(
+    "config_change", "refuse", ["refuse", "continue", "restart"],
+    "When the workdir holds a run of a different config: refuse (default), continue from "
+    "its checkpoint with the new config, or restart (delete that run's results first).")
 
 
 def _fail(message: str) -> None:
@@ -93,9 +97,12 @@ def main(argv: list[str]) -> int:
   from practice_jax.validation import validate
   try:
     validate(_CONFIG.value, jax.device_count())  # before TensorFlow, data or compiling
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    train.train_and_evaluate(_CONFIG.value, workdir, _CONFIG_CHANGE.value)
   except UserError as e:
     _fail(str(e))
+  except train.Preempted as e:
+    print(str(e), file=sys.stderr)
+    return e.exit_code
   return 0
 
 

@@ -14,6 +14,10 @@ import functools
 import json
 import math
 import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -37,6 +41,99 @@ LAST, BEST = "checkpoints", "best_checkpoint"
 
 class TrainingDiverged(UserError):
   """The loss became NaN or infinite."""
+
+
+class Preempted(Exception):
+  """SIGTERM or SIGINT arrived; a checkpoint of the current step was saved."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.exit_code = 128 + signum
+
+
+class _StopSignals:
+  """While active, SIGTERM and SIGINT only set `signum`; the loop checks it after each
+  chunk, saves and stops cleanly instead of dying mid-step."""
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
+# Keys that say where data lives, not what is trained: they may differ between machines.
+_PORTABLE_KEYS = ("data.data_dir", "data.manual_dir")
+_RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
+                records.RUN_FILE, "learning_curves.png", "test_report.txt",
+                "test_report.json", "test_confusion_matrix.png", "validation_report.txt",
+                "validation_report.json", "validation_confusion_matrix.png")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """'key: old -> new' for every key that differs (paths to data excepted)."""
+  a, b = _flatten(old), _flatten(new)
+  return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+          if k not in _PORTABLE_KEYS and a.get(k) != b.get(k)]
+
+
+def _check_workdir(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
+                   ) -> None:
+  """Refuses an unwritable workdir, and mixing two configs in one unless told what to do;
+  writes nothing."""
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+    reason = "is a file" if not os.path.isdir(existing) else "is not writable"
+    raise UserError(f"Cannot write to the workdir {workdir} ({existing} {reason}); pass a "
+                    f"writable folder with --workdir.")
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path) or not os.path.isdir(os.path.join(workdir, LAST)):
+    return
+  with open(path, encoding="utf-8") as f:
+    old = json.load(f)
+  differences = config_differences(old, json.loads(config.to_json_best_effort()))
+  if not differences:
+    return
+  if on_config_change == "refuse":
+    shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more"
+                                          if len(differences) > 5 else "")
+    raise UserError(
+        f"{workdir} holds a run with a different config ({shown}); pass "
+        f"--config_change=continue to go on from its checkpoint with the new config, "
+        f"--config_change=restart to delete that run's checkpoints and results and start "
+        f"over, or choose another --workdir.")
+  if on_config_change == "restart":
+    for name in _RUN_OUTPUTS:
+      target = os.path.join(workdir, name)
+      if os.path.isdir(target):
+        shutil.rmtree(target)
+      elif os.path.exists(target):
+        os.remove(target)
+    print(f"Config changed ({len(differences)} keys): deleted the previous run in {workdir}.")
 
 
 @dataclasses.dataclass
@@ -125,13 +222,26 @@ def load_trained(workdir: str, which: str | None = None):
   return exp, state, ckpt.latest_step(), which
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       on_config_change: str = "refuse") -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the run
-  record, whose 'final' entry has the metrics of the evaluated checkpoint."""
+  record, whose 'final' entry has the metrics of the evaluated checkpoint.
+
+  If the workdir holds a run of a different config, `on_config_change` says what to do:
+  'refuse' (raise UserError listing the differences), 'continue' or 'restart'.
+  """
   started, wall_start = records.now(), time.perf_counter()
   validate(config, jax.device_count())
+  _check_workdir(workdir, config, on_config_change)
+  exp = build(config)                # loads the data: a data error leaves no trace
   _prepare_workdir(workdir, config)
-  exp = build(config)
+  with _StopSignals() as stop:
+    return _train(exp, workdir, stop, started, wall_start)
+
+
+def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
+           wall_start: float) -> dict[str, Any]:
+  config = exp.config
   parallel, task, steps_per_epoch, total_steps = (
       exp.parallel, exp.task, exp.steps_per_epoch, exp.total_steps)
 
@@ -141,7 +251,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stopper = EarlyStopping(config.early_stopping.metric, config.early_stopping.patience,
                           config.early_stopping.min_delta)
   if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
+    state, meta, warnings = ckpt.restore_latest_good(state)
+    for warning in warnings:
+      print(warning, file=sys.stderr)
     stopper = EarlyStopping(**meta.get("early_stopping", dataclasses.asdict(stopper)))
     writers.truncate_metrics(workdir, int(state.step))
     best_ckpt.delete_after(int(state.step))
@@ -208,12 +320,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"{stopper.patience} epochs; the best was {stopper.best:.4f} at step "
             f"{stopper.best_step}.")
       writer.flush()
-    if (epoch_end or stopper.stopped or
+    if (epoch_end or stopper.stopped or stop.signum is not None or
         new_step // config.checkpoint_every_steps > step // config.checkpoint_every_steps):
       ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch,
                                   "early_stopping": dataclasses.asdict(stopper)})
       last_saved = new_step
     step = new_step
+    if stop.signum is not None and step < total_steps:
+      writer.close()
+      ckpt.close()
+      best_ckpt.close()
+      name = signal.Signals(stop.signum).name
+      raise Preempted(f"Stopped by {name} at step {step} of {total_steps}; the checkpoint "
+                      f"is saved in {ckpt.directory}. Re-run the same command to continue.",
+                      stop.signum)
 
   used = "last"
   if config.evaluate_checkpoint == "best" and best_ckpt.latest_step() is not None:

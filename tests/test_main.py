@@ -24,6 +24,15 @@ CASES = [
     (["--config.model.dense_dropout=1.5"], {}, "must be in [0, 1)"),
     (["--config.batch_size=100"],
      {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, "divide evenly over the 3 devices"),
+    (["--config.early_stopping.metric=f1"], {}, "Unknown early stopping metric"),
+    (["--config.evaluate_checkpoint=first"], {}, "Unknown checkpoint to evaluate"),
+    (["--config.augment.crop_padding=-2"], {}, "crop_padding=-2 must be >= 0"),
+    (["--config.optimizer.no_decay=(bias"], {}, "is not a valid regular expression"),
+    (["--config.optimizer.name=adam", "--config.optimizer.weight_decay=0.1"], {},
+     "use optimizer.name='adamw'"),
+    (["--config.data.manual_dir=/nonexistent/mnist"], {}, "does not exist"),
+    (["--config.data.manual_dir=/", "--config.data.data_dir=/tmp/practice_jax_empty_tfds"], {},
+     "lacks mnist's file(s)"),
 ]
 
 
@@ -43,12 +52,24 @@ def _message(result) -> str:
 
 
 @pytest.mark.parametrize("args,env,expected", CASES, ids=[c[0][0] for c in CASES])
-def test_bad_config_is_refused_in_one_sentence(tmp_path, args, env, expected):
+def test_bad_input_is_refused_in_one_sentence(tmp_path, args, env, expected):
   workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "precious.txt").write_text("keep")
   result = _run(args + [f"--workdir={workdir}"], env)
   assert result.returncode == 2, result.stderr[-2000:]
   assert expected in _message(result)
-  assert not workdir.exists()   # refused before anything was written (or compiled)
+  assert (workdir / "precious.txt").read_text() == "keep"
+  assert [p.name for p in workdir.iterdir()] == ["precious.txt"]   # nothing written
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("keep")
+  result = _run([f"--workdir={blocker}/run"])
+  assert result.returncode == 2
+  assert "Cannot write to the workdir" in _message(result)
+  assert blocker.read_text() == "keep"
 
 
 def test_missing_config_file(tmp_path):

@@ -64,6 +64,9 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   urls = sorted(builder.url_infos or {})
   wanted = [urllib.parse.urlparse(u).path.rsplit("/", 1)[-1] for u in urls]
   missing = [f for f in wanted if not (manual / f).is_file()]
+  if manual_dir and missing:
+    raise UserError(f"The manual directory {manual} lacks {name}'s file(s) "
+                    f"{', '.join(missing)}; put the original files there.")
   if missing and not _hosts_reachable(urls):
     raise UserError(
         f"Dataset {name} is not prepared in {data_dir} and cannot be downloaded (no network); "

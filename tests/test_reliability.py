@@ -1,0 +1,150 @@
+"""Never lose a run: SIGKILL and resume, SIGTERM, corrupt checkpoints, workdir safety."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, load_config, tiny
+from practice_jax import train
+from practice_jax.errors import UserError
+
+# A small real-MNIST run: MLP, 240 steps, a checkpoint at every 10-step chunk, so a kill
+# lands during a save as often as not.
+RUN_FLAGS = ["--config=configs/mnist_mlp.py", "--config.model.hidden=(64,)",
+             "--config.num_epochs=0.56", "--config.schedule.warmup_epochs=0.1",
+             "--config.checkpoint_every_steps=10", "--config.keep_checkpoints=2",
+             "--config.plots=False"]
+
+
+def _start(workdir, data_dir, *extra):
+  env = {**os.environ, "TFDS_DATA_DIR": data_dir}
+  return subprocess.Popen(
+      [sys.executable, "-m", "practice_jax.main", f"--workdir={workdir}", *RUN_FLAGS, *extra],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _final_state(workdir):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                             item_names=("state", "meta")) as manager:
+    step = manager.latest_step()
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+
+
+def _wait_for_training(proc, timeout=120):
+  """Reads stdout until the first progress line: the process is inside the loop."""
+  deadline = time.monotonic() + timeout
+  for line in proc.stdout:
+    if "steps/s" in line or "step " in line:
+      return
+    assert time.monotonic() < deadline, "training did not start"
+  raise AssertionError("process ended before training: " + proc.stderr.read()[-2000:])
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(tmp_path,
+                                                                       real_mnist_data_dir):
+  reference = tmp_path / "reference"
+  proc = _start(reference, real_mnist_data_dir)
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+
+  killed = tmp_path / "killed"
+  for delay in (0.0, 0.7, 1.5):   # seconds into training: early, mid-run, later
+    proc = _start(killed, real_mnist_data_dir)
+    _wait_for_training(proc)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    proc.stderr.close()
+  proc = _start(killed, real_mnist_data_dir)
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+
+  a, b = _final_state(reference), _final_state(killed)
+  assert int(a["step"]) == int(b["step"]) == 240
+  chex.assert_trees_all_equal(a["params"], b["params"])
+  chex.assert_trees_all_equal(a["opt_state"], b["opt_state"])
+  import json
+  ref_record = json.loads((reference / "run.json").read_text())
+  killed_record = json.loads((killed / "run.json").read_text())
+  assert ref_record["final"] == killed_record["final"]
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_and_the_rerun_continues(tmp_path, real_mnist_data_dir):
+  workdir = tmp_path / "run"
+  proc = _start(workdir, real_mnist_data_dir, "--config.checkpoint_every_steps=1000")
+  _wait_for_training(proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+  message = [l for l in err.splitlines() if l.startswith("Stopped by SIGTERM")]
+  assert message, err[-2000:]
+  step = int(message[0].split("at step ")[1].split()[0])
+  assert 0 < step < 240 and (workdir / "checkpoints" / str(step)).is_dir()
+  assert "Re-run the same command to continue" in message[0]
+  proc = _start(workdir, real_mnist_data_dir, "--config.checkpoint_every_steps=1000")
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  assert f"Resuming from the checkpoint at step {step}" in out
+
+
+def _config():
+  config = tiny(load_config("mnist_mlp"), epochs=2.0)
+  config.model.hidden = (16,)
+  config.checkpoint_every_steps = 2
+  config.keep_checkpoints = 3
+  return config
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(mock_tfds, tmp_path, capsys):
+  config = _config()
+  first = train.train_and_evaluate(config, str(tmp_path))
+  latest = tmp_path / "checkpoints" / "12"
+  for root, _, files in os.walk(latest / "state"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\0garbage\0")
+  again = train.train_and_evaluate(config, str(tmp_path))
+  err = capsys.readouterr().err
+  assert "warning: checkpoint 12" in err and "fell back to an earlier one" in err
+  assert again["final"] == first["final"]     # steps 11-12 re-done, to the same result
+  assert (tmp_path / "checkpoints_corrupt").is_dir()   # kept, not deleted
+
+
+def test_a_half_written_checkpoint_is_never_taken_as_the_latest(mock_tfds, tmp_path):
+  config = _config()
+  first = train.train_and_evaluate(config, str(tmp_path))
+  # What orbax leaves behind when killed mid-save: a temporary directory, never renamed.
+  partial = tmp_path / "checkpoints" / "14.orbax-checkpoint-tmp-1234567"
+  (partial / "state").mkdir(parents=True)
+  (partial / "state" / "junk").write_bytes(b"\0")
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert again["steps"] == 12 and again["final"] == first["final"]
+
+
+def test_a_workdir_with_another_config_is_refused_unless_told(mock_tfds, tmp_path):
+  config = _config()
+  train.train_and_evaluate(config, str(tmp_path))
+  changed = _config()
+  changed.optimizer.learning_rate = 0.5
+  with pytest.raises(UserError, match=r"optimizer.learning_rate: 0.001 -> 0.5"):
+    train.train_and_evaluate(changed, str(tmp_path))
+  assert (tmp_path / "checkpoints" / "12").is_dir()         # nothing deleted
+  changed.num_epochs = 3.0
+  continued = train.train_and_evaluate(changed, str(tmp_path), on_config_change="continue")
+  assert continued["steps"] == 18
+  restarted = train.train_and_evaluate(changed, str(tmp_path), on_config_change="restart")
+  assert restarted["steps"] == 18
+  from practice_jax.reporting import writers
+  first_record = writers.read_metrics(str(tmp_path))[0]
+  assert first_record["step"] == 2    # the old history was deleted: a fresh run
