@@ -20,5 +20,5 @@ def get_config():
   config.optimizer.learning_rate = 0.05
   config.schedule.name = "cosine"
   config.batch_size = 128
-  config.num_epochs = 4.0
+  config.num_epochs = 6.0
   return config

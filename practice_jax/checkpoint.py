@@ -45,6 +45,12 @@ class Checkpointer:
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
 
+  def read_meta(self, step: int | None = None) -> dict[str, Any]:
+    """Only the JSON metadata of checkpoint `step` (default: latest)."""
+    step = self.latest_step() if step is None else step
+    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored["meta"])
+
   def restore_latest_good(self, target: Any) -> tuple[Any, dict[str, Any], list[str]]:
     """Restores the newest checkpoint that reads back whole; returns (state, meta,
     warnings), one warning per unreadable newer checkpoint. Unreadable ones are moved

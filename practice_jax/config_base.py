@@ -36,6 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
   # The last `validation_size` examples of the training split are held out for
   # validation (a fixed slice, never shuffled in); the test split is only used at the end.
   c.data.validation_size = 5000
+  # Language models only: characters per training window (and the GPT's context), and
+  # how many fixed windows of the validation/test text are evaluated.
+  c.data.block_size = 64
+  c.data.eval_windows = 500
 
   c.model = model_config("cnn")
 
@@ -72,7 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = "warmup_cosine"      # constant | cosine | warmup_cosine | step | one_cycle
-  c.schedule.warmup_epochs = 0.0         # warmup_cosine
+  c.schedule.warmup_epochs = 0.0         # warmup_cosine...
+  c.schedule.warmup_steps = 0            # ...or in steps, when > 0
   c.schedule.end_factor = 0.0            # cosine, warmup_cosine: final lr / peak lr
   c.schedule.step_epochs = (0.5, 0.75)   # step: decay at these fractions of training...
   c.schedule.step_factor = 0.1           # ...multiplying the lr by this each time
@@ -80,6 +85,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.batch_size = 128                     # global batch, split over all devices
   c.num_epochs = 10.0
+  c.num_steps = 0                        # when > 0, train this many steps instead of epochs
+  c.eval_every_steps = 0                 # validate every N steps; 0 = at every epoch end
   c.eval_batch_size = 1000
   # Train steps compiled into one call: a lax.scan on GPU/TPU, unrolled on CPU (where
   # XLA runs convolutions in loops slowly), so there compile time grows with it.
@@ -88,6 +95,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000        # also at every epoch end and at the end
   c.keep_checkpoints = 3
   c.plots = True                         # write PNG learning curves
+
+  # Language models: the samples written at the end of a run (samples.txt).
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.prompt = "\n"
+  c.sampling.length = 500
+  c.sampling.temperature = 0.8
+  c.sampling.top_k = 40
+  c.sampling.num_samples = 2
 
   c.parallel = ml_collections.ConfigDict()
   c.parallel.mode = "jit"                # jit: Mesh + NamedSharding over all local devices

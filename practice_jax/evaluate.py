@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
   from practice_jax import train
   from practice_jax.reporting import plots, writers
   try:
-    exp, state, step, which = train.load_trained(_WORKDIR.value, _CHECKPOINT.value)
+    exp, state, step, which = train.load_trained(_WORKDIR.value, _CHECKPOINT.value,
+                                                   with_data=True)
     if _SPLIT.value not in exp.task.eval_splits:
       raise UserError(f"The run has no {_SPLIT.value} split (data.validation_size=0); "
                       f"use --split=test.")

@@ -33,7 +33,8 @@ def build_schedule(cfg: ml_collections.ConfigDict, learning_rate: float, total_s
   if cfg.name == "cosine":
     return optax.cosine_decay_schedule(learning_rate, total_steps, alpha=cfg.end_factor)
   if cfg.name == "warmup_cosine":
-    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
+    warmup = cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = min(warmup, total_steps - 1)
     return optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, warmup, total_steps, end_value=learning_rate * cfg.end_factor)
   if cfg.name == "step":

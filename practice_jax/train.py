@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 from practice_jax import optim, tasks
 from practice_jax.checkpoint import Checkpointer
@@ -188,24 +189,30 @@ class Experiment:
   total_steps: int
 
 
-def build(config: ml_collections.ConfigDict) -> Experiment:
+def build(config: ml_collections.ConfigDict, metadata: dict | None = None) -> Experiment:
+  """The experiment of `config` with its data; given a checkpoint's task `metadata`, a
+  data-free one for inference (its optimizer only gives the state its structure)."""
   parallel = DataParallel()
   validate(config, parallel.num_devices)
-  task = tasks.build(config)
+  task = tasks.build(config, metadata)
+  if metadata is not None:
+    tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1.0))
+    return Experiment(config, parallel, task, tx, None, 1, 1)
   steps_per_epoch = task.num_train_examples // config.batch_size
   if steps_per_epoch == 0:
     raise UserError(f"config.batch_size={config.batch_size} is larger than the "
                     f"{task.num_train_examples} training examples; use a smaller batch.")
-  total_steps = max(1, int(round(config.num_epochs * steps_per_epoch)))
+  total_steps = config.num_steps or max(1, int(round(config.num_epochs * steps_per_epoch)))
   schedule = optim.build_schedule(config.schedule, config.optimizer.learning_rate,
                                   total_steps, steps_per_epoch)
   tx = optim.build_optimizer(config.optimizer, schedule)
   return Experiment(config, parallel, task, tx, schedule, steps_per_epoch, total_steps)
 
 
-def load_trained(workdir: str, which: str | None = None):
+def load_trained(workdir: str, which: str | None = None, with_data: bool = False):
   """(experiment, state, step, which) for the run in `workdir`: its 'best' or 'last'
-  checkpoint (default: the one the run reported)."""
+  checkpoint (default: the one the run reported). Without `with_data` the task is built
+  from the checkpoint's metadata alone (vocabulary, class names, input statistics)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     raise UserError(f"{workdir} holds no practice_jax run (no {CONFIG_FILE}); pass the "
@@ -213,11 +220,12 @@ def load_trained(workdir: str, which: str | None = None):
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   which = which or config.evaluate_checkpoint
-  exp = build(config)
   ckpt = Checkpointer(os.path.join(workdir, BEST if which == "best" else LAST), 1)
   if ckpt.latest_step() is None:
     raise UserError(f"{workdir} has no {which} checkpoint yet; train it first (or wait "
                     f"for its first checkpoint).")
+  metadata = None if with_data else ckpt.read_meta().get("task")
+  exp = build(config, metadata)
   state, _ = ckpt.restore(exp.parallel.replicate(exp.task.init_state(exp.tx)))
   return exp, state, ckpt.latest_step(), which
 
@@ -302,8 +310,13 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
       scalars["train/learning_rate"] = float(exp.schedule(new_step - 1))
       writer.write_scalars(new_step, scalars)
       window = None
-    if epoch_end:
-      line = (f"epoch {new_step / steps_per_epoch:6.2f} | train " +
+    if config.eval_every_steps:
+      evaluate_now = (new_step == total_steps or
+                      new_step // config.eval_every_steps > step // config.eval_every_steps)
+    else:
+      evaluate_now = epoch_end
+    if evaluate_now:
+      line = (f"{_position(new_step, steps_per_epoch, config)} | train " +
               _format(task.summarize(epoch_sums)))
       epoch_sums = None
       if "validation" in eval_data:
@@ -311,7 +324,7 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
         writer.write_scalars(new_step, {f"validation/{k}": v for k, v in val.items()})
         line += " | validation " + _format(val)
         if stopper.update(val[stopper.metric], new_step):
-          best_ckpt.save(new_step, state, {"validation": val})
+          best_ckpt.save(new_step, state, {"validation": val, "task": task.metadata()})
           line += " *"
       progress.message(line)
       if stopper.stopped:
@@ -320,10 +333,11 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
             f"{stopper.patience} epochs; the best was {stopper.best:.4f} at step "
             f"{stopper.best_step}.")
       writer.flush()
-    if (epoch_end or stopper.stopped or stop.signum is not None or
+    if (epoch_end or evaluate_now or stopper.stopped or stop.signum is not None or
         new_step // config.checkpoint_every_steps > step // config.checkpoint_every_steps):
       ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch,
-                                  "early_stopping": dataclasses.asdict(stopper)})
+                                  "early_stopping": dataclasses.asdict(stopper),
+                                  "task": task.metadata()})
       last_saved = new_step
     step = new_step
     if stop.signum is not None and step < total_steps:
@@ -368,6 +382,12 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
       f"{step / steps_per_epoch:g} epochs, this process {format_duration(wall)} | "
       f"results in {workdir}")
   return record
+
+
+def _position(step: int, steps_per_epoch: int, config) -> str:
+  if config.num_steps:
+    return f"step {step:6d}"
+  return f"epoch {step / steps_per_epoch:6.2f}"
 
 
 def _format(metrics: dict[str, float]) -> str:

@@ -34,8 +34,12 @@ def _check(condition: bool, message: str) -> None:
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises UserError naming the first impossible or unknown setting in `config`."""
   _check_name("task", config.task, tasks.names())
-  _check(config.num_epochs > 0, f"config.num_epochs={config.num_epochs} must be positive.")
-  _check_name("dataset (config.data.name)", config.data.name, catalogue.names())
+  _check(config.num_epochs > 0 or config.num_steps > 0,
+         f"config.num_epochs={config.num_epochs} must be positive.")
+  _check(config.num_steps >= 0 and config.eval_every_steps >= 0,
+         "config.num_steps and config.eval_every_steps must be >= 0.")
+  _check_name(f"dataset for task {config.task!r} (config.data.name)", config.data.name,
+              catalogue.names(tasks.DATA_KIND[config.task]))
   _check_name("model (config.model.name)", config.model.name, models.names())
   allowed = models.hyperparameters(config.model.name)
   for key in config.model:
@@ -72,8 +76,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
   sched = config.schedule
   _check_name("schedule (config.schedule.name)", sched.name, optim.SCHEDULES)
-  _check(0 <= sched.warmup_epochs < config.num_epochs,
-         f"config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0 and below "
+  _check(sched.warmup_epochs >= 0 and sched.warmup_steps >= 0,
+         "config.schedule.warmup_epochs and warmup_steps must be >= 0.")
+  _check(config.num_steps > 0 or sched.warmup_epochs < config.num_epochs,
+         f"config.schedule.warmup_epochs={sched.warmup_epochs} must be below "
          f"num_epochs={config.num_epochs}.")
   _check(all(0 < f < 1 for f in sched.step_epochs),
          f"config.schedule.step_epochs={tuple(sched.step_epochs)} must be fractions of "
@@ -103,4 +109,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
          "config.data.validation_size above 0.")
   _check(config.augment.crop_padding >= 0,
          f"config.augment.crop_padding={config.augment.crop_padding} must be >= 0.")
+  if config.task == "language_model":
+    _check(config.data.block_size >= 1 and config.data.eval_windows >= 1,
+           "config.data.block_size and config.data.eval_windows must be at least 1.")
+    _check(config.sampling.temperature > 0,
+           f"config.sampling.temperature={config.sampling.temperature} must be positive.")
   _check_name("parallel mode (config.parallel.mode)", config.parallel.mode, PARALLEL_MODES)

@@ -96,3 +96,17 @@ def test_real_mnist_splits(real_mnist_data_dir):
   assert len(data.test["label"]) == 10000
   assert data.mean[0] == pytest.approx(0.1307, abs=2e-3)
   assert data.std[0] == pytest.approx(0.3081, abs=2e-3)
+
+
+@pytest.mark.real_data
+def test_mnist_and_fashion_mnist_prepared_in_one_data_dir_stay_distinct(tmp_path):
+  from conftest import SHARED_DATA
+  if not (SHARED_DATA / "fashion_mnist" / "train-images-idx3-ubyte.gz").is_file():
+    pytest.skip("real Fashion-MNIST files not found")
+  data_dir = str(tmp_path / "tfds")
+  tfds_source.prepare("mnist", data_dir, str(SHARED_DATA / "mnist"))
+  cfg = base_config().data
+  cfg.name, cfg.data_dir, cfg.manual_dir = "fashion_mnist", data_dir, str(SHARED_DATA / "fashion_mnist")
+  fashion = in_memory.load_classification(cfg)
+  assert fashion.mean[0] == pytest.approx(0.2860, abs=3e-3)   # MNIST's would be 0.1307
+  assert fashion.class_names[0] == "T-shirt/top"

@@ -35,6 +35,19 @@ class ClassificationData:
   def image_shape(self) -> tuple[int, ...]:
     return tuple(self.train["image"].shape[1:])
 
+  def metadata(self) -> dict:
+    """What inference needs (stored in every checkpoint): no dataset required."""
+    return {"class_names": self.class_names, "image_shape": list(self.image_shape),
+            "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+  @classmethod
+  def from_metadata(cls, meta: dict) -> "ClassificationData":
+    """Data-free stand-in for inference: empty splits with the stored statistics."""
+    empty = {"image": np.zeros((0, *meta["image_shape"]), np.uint8),
+             "label": np.zeros((0,), np.int32)}
+    return cls(empty, None, empty, len(meta["class_names"]), list(meta["class_names"]),
+               np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32))
+
 
 def split_validation(train: Split, validation_size: int) -> tuple[Split, Split | None]:
   """Holds out the last `validation_size` training examples (a fixed, documented slice)."""
@@ -68,7 +81,7 @@ def load_classification(cfg: ml_collections.ConfigDict) -> ClassificationData:
 
 def pad_for_eval(split: Split, batch_size: int) -> Split:
   """Pads a split to whole batches and adds a 0/1 'mask', so every example counts once."""
-  n = len(split["label"])
+  n = len(next(iter(split.values())))
   padded = -(-n // batch_size) * batch_size
   out = {k: np.concatenate([v, np.zeros((padded - n,) + v.shape[1:], v.dtype)])
          for k, v in split.items()}

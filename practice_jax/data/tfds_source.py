@@ -54,13 +54,13 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   """Makes sure dataset `name` is prepared in `data_dir`; returns its TFDS builder."""
   tfds = _tfds()
   data_dir = data_dir or default_data_dir()
-  builder = tfds.builder(CATALOGUE[name].tfds_name, data_dir=data_dir)
-  if builder.is_prepared():
-    return builder
   manual = Path(manual_dir) if manual_dir else Path(data_dir) / "downloads" / "manual"
   if manual_dir and not manual.is_dir():
     raise UserError(f"The manual directory {manual} for {name} does not exist; pass the "
                     f"folder that holds {name}'s original files.")
+  builder = tfds.builder(CATALOGUE[name].tfds_name, data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
   urls = sorted(builder.url_infos or {})
   wanted = [urllib.parse.urlparse(u).path.rsplit("/", 1)[-1] for u in urls]
   missing = [f for f in wanted if not (manual / f).is_file()]
@@ -76,7 +76,11 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   download_config = tfds.download.DownloadConfig(manual_dir=str(manual)) if not missing else None
   from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
   try:
-    builder.download_and_prepare(download_config=download_config)
+    # A download directory per dataset: TFDS caches extracted files by name, and MNIST
+    # and Fashion-MNIST files share names, so a shared one would hand Fashion-MNIST the
+    # MNIST images (seen with TFDS 4.9.10).
+    builder.download_and_prepare(download_dir=str(Path(data_dir) / "downloads" / name),
+                                 download_config=download_config)
   except NonMatchingChecksumError as e:
     found = re.search(r"downloaded to (\S+?),", str(e))
     path = found.group(1) if found else f"one of {name}'s files"

@@ -1,8 +1,9 @@
 """Flax Linen models, registered by name.
 
 A new model is one file in this package plus one line in ``_REGISTRY``. Each model is a
-Linen module whose dataclass fields are exactly the keys allowed under ``config.model``
-(besides ``name``); its ``__call__(x, train: bool)`` returns logits.
+Linen module whose dataclass fields are the keys allowed under ``config.model`` (besides
+``name``, and the data-given ``num_classes``/``block_size``); its ``__call__(x, train)``
+returns logits.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ import dataclasses
 import flax.linen as nn
 
 from practice_jax.models.cnn import CNN
+from practice_jax.models.gpt import GPT
 from practice_jax.models.lenet import LeNet5
 from practice_jax.models.mlp import MLP
 from practice_jax.models.resnet import ResNet
+from practice_jax.models.rnn import RNNLanguageModel
 
 _REGISTRY: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "cnn": CNN,
     "lenet5": LeNet5,
     "resnet": ResNet,
+    "rnn_lm": RNNLanguageModel,
+    "gpt": GPT,
 }
+
+# Settings that come from the data, not from config.model.
+DATA_SETTINGS = ("num_classes", "block_size")
 
 
 def names() -> list[str]:
@@ -37,7 +45,7 @@ def hyperparameters(name: str) -> list[str]:
   classes comes from the dataset)."""
   cls = _REGISTRY[name]
   return [f.name for f in dataclasses.fields(cls)
-          if f.init and f.name not in ("parent", "name", "num_classes")]
+          if f.init and f.name not in ("parent", "name") + DATA_SETTINGS]
 
 
 def defaults(name: str) -> dict:
@@ -46,5 +54,9 @@ def defaults(name: str) -> dict:
   return {k: fields[k].default for k in hyperparameters(name)}
 
 
-def build(name: str, num_classes: int, **kwargs) -> nn.Module:
-  return _REGISTRY[name](num_classes=num_classes, **kwargs)
+def build(name: str, num_classes: int, block_size: int | None = None, **kwargs) -> nn.Module:
+  """Model `name` with its config settings; `block_size` is passed to models that take it."""
+  cls = _REGISTRY[name]
+  if block_size is not None and "block_size" in {f.name for f in dataclasses.fields(cls)}:
+    kwargs["block_size"] = block_size
+  return cls(num_classes=num_classes, **kwargs)

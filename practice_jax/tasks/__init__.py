@@ -9,6 +9,8 @@ training loop in train.py knows none of that and drives any task through this se
   task.train_step(state, batch, tx) -> (state, metric sums)   (pure)
   task.eval_step(state, batch)  -> metric sums, masked         (pure)
   task.summarize(sums)          -> {'loss': ..., 'accuracy': ...}
+  task.metadata()               -> JSON that inference needs (stored in checkpoints)
+  task.write_report(state, parallel, workdir) -> {'text': ...}   (end-of-run report)
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ from __future__ import annotations
 import ml_collections
 
 from practice_jax.tasks.classification import ClassificationTask
+from practice_jax.tasks.language_model import LanguageModelTask
 
 _REGISTRY = {
     "classification": ClassificationTask,
+    "language_model": LanguageModelTask,
 }
+# The kind of dataset (data/catalogue.py) each task trains on.
+DATA_KIND = {"classification": "image", "language_model": "text"}
 
 
 def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def build(config: ml_collections.ConfigDict):
-  return _REGISTRY[config.task](config)
+def build(config: ml_collections.ConfigDict, metadata: dict | None = None):
+  """The task of `config`, with its data; or, given a checkpoint's `metadata`, a data-free
+  task for inference."""
+  return _REGISTRY[config.task](config, metadata=metadata)

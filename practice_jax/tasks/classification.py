@@ -24,9 +24,15 @@ Metrics = dict[str, jax.Array]
 class ClassificationTask:
 
   def __init__(self, config: ml_collections.ConfigDict,
-               data: in_memory.ClassificationData | None = None):
+               data: in_memory.ClassificationData | None = None,
+               metadata: dict | None = None):
+    """Loads the dataset, or with `metadata` (from a checkpoint) builds a data-free task
+    for inference."""
     self.config = config
-    self.data = data if data is not None else in_memory.load_classification(config.data)
+    if data is None:
+      data = (in_memory.ClassificationData.from_metadata(metadata) if metadata else
+              in_memory.load_classification(config.data))
+    self.data = data
     model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
     self.model = models.build(config.model.name, self.data.num_classes, **model_kwargs)
     self.label_smoothing = config.label_smoothing
@@ -36,7 +42,11 @@ class ClassificationTask:
     self.num_train_examples = len(self.data.train["label"])
     self.eval_splits = {"validation": self.data.validation, "test": self.data.test}
     self.eval_splits = {name: in_memory.pad_for_eval(split, config.eval_batch_size)
-                        for name, split in self.eval_splits.items() if split is not None}
+                        for name, split in self.eval_splits.items()
+                        if split is not None and len(split["label"])}
+
+  def metadata(self) -> dict:
+    return self.data.metadata()
 
   # -- model ------------------------------------------------------------------------
 

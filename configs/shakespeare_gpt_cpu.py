@@ -1,0 +1,36 @@
+"""Tiny Shakespeare, character-level GPT at nanoGPT's CPU size: 4 layers, 4 heads, 128
+wide, context 64, batch 12, 2000 steps, no dropout, AdamW (b2 0.99, weight decay 0.1),
+lr 1e-3 with 100 warmup steps and cosine decay to 1e-4, gradient clipping at 1.
+
+    python -m practice_jax.main --config=configs/shakespeare_gpt_cpu.py
+
+Prepare the data offline first if needed (FOLDER holds input.txt):
+    python -m practice_jax.data.prepare tiny_shakespeare --manual_dir=FOLDER
+
+Result: (measuring)
+"""
+
+from practice_jax.config_base import base_config, model_config
+
+
+def get_config():
+  config = base_config()
+  config.task = "language_model"
+  config.data.name = "tiny_shakespeare"
+  config.data.block_size = 64
+  config.model = model_config("gpt", num_layers=4, num_heads=4, embed_dim=128, dropout=0.0)
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.b2 = 0.99
+  config.optimizer.weight_decay = 0.1
+  config.optimizer.grad_clip_norm = 1.0
+  config.schedule.name = "warmup_cosine"
+  config.schedule.warmup_steps = 100
+  config.schedule.end_factor = 0.1
+  config.batch_size = 12
+  config.num_steps = 2000
+  config.eval_every_steps = 500
+  config.eval_batch_size = 100
+  config.early_stopping.metric = "loss"
+  config.steps_per_dispatch = 50
+  return config

@@ -1,0 +1,33 @@
+"""Tiny Shakespeare, Karpathy's char-rnn defaults: a 2-layer LSTM with 128 units,
+sequences of 50 characters, batch 50, RMSprop lr 2e-3 (decay 0.95), gradient clipping 5.
+
+    python -m practice_jax.main --config=configs/shakespeare_lstm.py
+    (--config.model.cell=gru for a GRU)
+
+Result: (measuring)
+"""
+
+from practice_jax.config_base import base_config, model_config
+
+
+def get_config():
+  config = base_config()
+  config.task = "language_model"
+  config.data.name = "tiny_shakespeare"
+  config.data.block_size = 50
+  config.model = model_config("rnn_lm", cell="lstm", hidden=128, num_layers=2,
+                              embed_dim=64, dropout=0.0)
+  config.optimizer.name = "rmsprop"
+  config.optimizer.learning_rate = 2e-3
+  config.optimizer.rmsprop_decay = 0.95
+  config.optimizer.momentum = 0.0
+  config.optimizer.grad_clip_norm = 5.0
+  config.schedule.name = "cosine"
+  config.schedule.end_factor = 0.1
+  config.batch_size = 50
+  config.num_steps = 5000
+  config.eval_every_steps = 500
+  config.eval_batch_size = 100
+  config.early_stopping.metric = "loss"
+  config.steps_per_dispatch = 50
+  return config

@@ -1,0 +1,70 @@
+"""A GPT-style decoder-only Transformer (nanoGPT's shape, in Flax Linen).
+
+Token + learned position embeddings, `num_layers` pre-norm blocks (causal multi-head
+self-attention through ``jax.nn.dot_product_attention``, then a 4x GELU MLP), a final
+LayerNorm and a projection to the vocabulary, optionally tied to the token embedding.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_INIT = nn.initializers.normal(stddev=0.02)
+
+
+class CausalSelfAttention(nn.Module):
+  num_heads: int
+  dropout: float
+  num_layers: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    b, t, c = x.shape
+    head_dim = c // self.num_heads
+    qkv = nn.Dense(3 * c, kernel_init=_INIT, name="qkv")(x)
+    q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, head_dim), 3, axis=2)
+    y = jax.nn.dot_product_attention(q, k, v, is_causal=True)        # [b, t, heads, dim]
+    # Residual projections scaled by 1/sqrt(2 * layers), as in GPT-2.
+    proj_init = nn.initializers.normal(stddev=0.02 / (2 * self.num_layers) ** 0.5)
+    y = nn.Dense(c, kernel_init=proj_init, name="proj")(y.reshape(b, t, c))
+    return nn.Dropout(self.dropout, deterministic=not train)(y)
+
+
+class Block(nn.Module):
+  num_heads: int
+  dropout: float
+  num_layers: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    c = x.shape[-1]
+    x = x + CausalSelfAttention(self.num_heads, self.dropout, self.num_layers)(
+        nn.LayerNorm()(x), train)
+    h = nn.gelu(nn.Dense(4 * c, kernel_init=_INIT)(nn.LayerNorm()(x)))
+    proj_init = nn.initializers.normal(stddev=0.02 / (2 * self.num_layers) ** 0.5)
+    h = nn.Dense(c, kernel_init=proj_init)(h)
+    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+
+
+class GPT(nn.Module):
+  num_classes: int                # vocabulary size
+  block_size: int = 256           # longest context; set from config.data.block_size
+  num_layers: int = 6
+  num_heads: int = 6
+  embed_dim: int = 384
+  dropout: float = 0.2
+  tie_embeddings: bool = True
+
+  @nn.compact
+  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    t = tokens.shape[1]
+    wte = nn.Embed(self.num_classes, self.embed_dim, embedding_init=_INIT, name="wte")
+    wpe = nn.Embed(self.block_size, self.embed_dim, embedding_init=_INIT, name="wpe")
+    x = wte(tokens) + wpe(jnp.arange(t))[None]
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    for _ in range(self.num_layers):
+      x = Block(self.num_heads, self.dropout, self.num_layers)(x, train)
+    x = nn.LayerNorm()(x)
+    if self.tie_embeddings:
+      return wte.attend(x)
+    return nn.Dense(self.num_classes, use_bias=False, kernel_init=_INIT)(x)

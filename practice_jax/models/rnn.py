@@ -1,0 +1,24 @@
+"""Character-level recurrent language model (Karpathy's char-rnn): embedding, stacked
+LSTM (or GRU) layers, dropout between layers, a linear projection to the vocabulary."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class RNNLanguageModel(nn.Module):
+  num_classes: int                # vocabulary size
+  cell: str = "lstm"              # "lstm" or "gru"
+  hidden: int = 128
+  num_layers: int = 2
+  embed_dim: int = 64
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x = nn.Embed(self.num_classes, self.embed_dim)(tokens)
+    for _ in range(self.num_layers):
+      cell = (nn.OptimizedLSTMCell(self.hidden) if self.cell == "lstm"
+              else nn.GRUCell(self.hidden))
+      x = nn.RNN(cell)(x)
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)

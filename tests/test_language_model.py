@@ -1,0 +1,102 @@
+"""Language modelling: causality, initial loss, memorisation, sampling, vocabulary."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import load_config, tiny
+from practice_jax import optim, train
+from practice_jax.tasks.language_model import LanguageModelTask
+
+TEXT = "hello world, jax is fun! " * 4
+VOCAB = "".join(sorted(set(TEXT)))
+
+
+def _task(name, **model):
+  config = load_config(name)
+  config.data.block_size = 24
+  config.model.update(model)
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.weight_decay = 0.0
+  config.schedule.name = "constant"
+  return LanguageModelTask(config, metadata={"vocab": VOCAB}), config
+
+
+MODELS = [("shakespeare_gpt_cpu", {"num_layers": 2, "embed_dim": 32, "num_heads": 2}),
+          ("shakespeare_lstm", {"hidden": 32, "embed_dim": 16}),
+          ("shakespeare_lstm", {"hidden": 32, "embed_dim": 16, "cell": "gru"})]
+
+
+@pytest.mark.parametrize("name,model", MODELS, ids=["gpt", "lstm", "gru"])
+def test_changing_a_future_character_never_changes_earlier_logits(name, model):
+  task, config = _task(name, **model)
+  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1e-3))
+  state = task.init_state(tx)
+  tokens = jax.random.randint(jax.random.key(0), (2, 24), 0, len(VOCAB))
+  changed = tokens.at[:, 15].set((tokens[:, 15] + 1) % len(VOCAB))
+  a, b = task.logits(state, tokens), task.logits(state, changed)
+  chex.assert_shape(a, (2, 24, len(VOCAB)))
+  chex.assert_trees_all_close(a[:, :15], b[:, :15], atol=1e-6)
+  assert not np.allclose(a[:, 15:], b[:, 15:])
+
+
+@pytest.mark.parametrize("name,model", MODELS, ids=["gpt", "lstm", "gru"])
+def test_untrained_loss_is_about_log_vocab_and_memorising_drives_it_near_zero(name, model):
+  task, config = _task(name, **model)
+  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(3e-3))
+  state = task.init_state(tx)
+  tokens = jnp.asarray(task.vocab.encode(TEXT))
+  starts = jnp.arange(0, len(TEXT) - 25, 3)
+  batch = {"tokens": jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(tokens, s, 25))(starts)}
+  step = jax.jit(lambda s, b: task.train_step(s, b, tx))
+  _, first = step(state, batch)
+  first_loss = task.summarize(first)["loss"]
+  assert first_loss == pytest.approx(math.log(len(VOCAB)), abs=0.3)
+  for _ in range(300):
+    state, sums = step(state, batch)
+  assert task.summarize(sums)["loss"] < 0.1
+
+
+def test_sampling_is_deterministic_and_respects_top_k():
+  task, config = _task(MODELS[0][0], **MODELS[0][1])
+  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1e-3))
+  state = task.init_state(tx)
+  a = task.sample(state, "hello", 15, temperature=1.0, top_k=0, seed=3)
+  b = task.sample(state, "hello", 15, temperature=1.0, top_k=0, seed=3)
+  c = task.sample(state, "hello", 15, temperature=1.0, top_k=0, seed=4)
+  assert a == b and a != c and a.startswith("hello") and len(a) == 20
+  greedy = {task.sample(state, "hello", 15, 1.0, top_k=1, seed=s) for s in range(3)}
+  assert len(greedy) == 1                     # top-1 leaves no choice: seed-independent
+  text = task.sample(state, "hello", 15, temperature=1.0, top_k=3, seed=0)
+  tokens = jnp.asarray(task.vocab.encode(text))[None]
+  logits = task.logits(state, jnp.pad(tokens, ((0, 0), (0, 24 - tokens.shape[1]))))[0]
+  for i in range(5, 20):   # every sampled character was among the 3 likeliest
+    assert int(tokens[0, i]) in np.argsort(-np.asarray(logits[i - 1]))[:3]
+
+
+def test_sampling_longer_than_the_context_slides_the_window():
+  task, config = _task(MODELS[0][0], **MODELS[0][1])
+  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1e-3))
+  text = task.sample(task.init_state(tx), "h", 60, temperature=1.0, top_k=5, seed=0)
+  assert len(text) == 61 and set(text) <= set(VOCAB)
+
+
+def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
+  config = tiny(load_config("shakespeare_gpt_cpu"))
+  config.num_steps = 4
+  config.eval_every_steps = 2
+  config.sampling.length = 20
+  config.model.num_layers = 1
+  record = train.train_and_evaluate(config, str(tmp_path))
+  assert record["steps"] == 4 and "bits_per_char" in record["final"]["test"]
+  trained_vocab = train.build(config).task.vocab.chars
+  exp, state, step, _ = train.load_trained(str(tmp_path))     # no dataset: metadata only
+  assert exp.task.train_data == {} and exp.task.vocab.chars == trained_vocab
+  assert step == 4
+  assert len(exp.task.sample(state, trained_vocab[0], 10, 0.8, 5, 0)) == 11
+  assert (tmp_path / "samples.txt").read_text().count("--- sample") == 2
