@@ -1,5 +1,5 @@
 """CIFAR-100, ResNet-18 (CIFAR stem, batch norm) with the CIFAR-10 recipe: SGD + Nesterov
-momentum 0.9, L2 5e-4, cosine schedule, random crop (padding 4) and horizontal flip.
+momentum 0.9, L2 5e-4, warmup + cosine schedule, random crop (padding 4) and horizontal flip.
 
     python -m practice_jax.main --config=configs/cifar100_resnet18.py
 

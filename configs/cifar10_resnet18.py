@@ -1,5 +1,5 @@
 """CIFAR-10, ResNet-18 (CIFAR stem, batch norm) with SGD + Nesterov momentum 0.9, L2 5e-4,
-cosine schedule, random crop (padding 4) and horizontal flip.
+warmup (1 epoch) + cosine schedule, random crop (padding 4) and horizontal flip.
 
     python -m practice_jax.main --config=configs/cifar10_resnet18.py
 

@@ -1,5 +1,6 @@
 """Tiny Shakespeare, Karpathy's char-rnn defaults: a 2-layer LSTM with 128 units,
-sequences of 50 characters, batch 50, RMSprop lr 2e-3 (decay 0.95), gradient clipping 5.
+sequences of 50 characters, batch 50, RMSprop lr 2e-3 (decay 0.95), gradients clipped
+to global norm 5 (char-rnn clamps each element at 5 instead).
 
     python -m practice_jax.main --config=configs/shakespeare_lstm.py
     (--config.model.cell=gru for a GRU)

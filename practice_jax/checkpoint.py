@@ -19,11 +19,12 @@ from practice_jax.errors import UserError
 
 class Checkpointer:
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int, create: bool = True):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
+                                             cleanup_tmp_directories=True),
         item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
@@ -52,24 +53,31 @@ class Checkpointer:
     return dict(restored["meta"])
 
   def restore_latest_good(self, target: Any) -> tuple[Any, dict[str, Any], list[str]]:
-    """Restores the newest checkpoint that reads back whole; returns (state, meta,
-    warnings), one warning per unreadable newer checkpoint. Unreadable ones are moved
-    (not deleted) to <directory>_corrupt/ so that their step can be saved again."""
-    warnings = []
+    """Restores the newest checkpoint that reads back into `target`; returns (state, meta,
+    warnings), one warning per unreadable newer checkpoint. Those are moved (not deleted)
+    to <directory>_corrupt/ so that their step can be saved again. If none restores, as
+    when the model or optimizer changed, nothing is moved and a UserError says so."""
+    failures = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
         state, meta = self.restore(target, step)
-        return state, meta, warnings
       except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        aside = os.path.join(self.directory + "_corrupt", f"{step}-{int(time.time())}")
+        failures.append((step, str(e).splitlines()[0][:200] if str(e) else type(e).__name__))
+        continue
+      warnings = []
+      for bad, reason in failures:
+        aside = os.path.join(self.directory + "_corrupt", f"{bad}-{int(time.time())}")
         os.makedirs(os.path.dirname(aside), exist_ok=True)
-        shutil.move(os.path.join(self.directory, str(step)), aside)
+        shutil.move(os.path.join(self.directory, str(bad)), aside)
+        warnings.append(f"warning: checkpoint {bad} in {self.directory} is unreadable "
+                        f"({reason}); moved it to {aside} and used step {step} instead.")
+      if failures:
         self._manager.reload()
-        warnings.append(f"warning: checkpoint {step} in {self.directory} is unreadable "
-                        f"({reason}); moved it to {aside} and fell back to an earlier one.")
-    raise UserError(f"No readable checkpoint in {self.directory} (tried "
-                    f"{len(warnings)}); move the folder away to start over.")
+      return state, meta, warnings
+    raise UserError(
+        f"No checkpoint in {self.directory} restores into this config's train state (the "
+        f"model or optimizer may differ; first error: {failures[0][1]}); pass "
+        f"--config_change=restart or choose another --workdir.")
 
   def delete_after(self, step: int) -> None:
     """Deletes checkpoints later than `step`: after a resume from `step` they belong to

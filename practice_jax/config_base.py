@@ -39,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Language models only: characters per training window (and the GPT's context), and
   # how many fixed windows of the validation/test text are evaluated.
   c.data.block_size = 64
-  c.data.eval_windows = 500
+  c.data.eval_windows = 500              # 0 = every non-overlapping window
 
   c.model = model_config("cnn")
 
@@ -48,8 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.crop_padding = 0             # random crop after zero-padding by this many pixels
   c.augment.horizontal_flip = False      # random left-right mirror
 
-  # Early stopping on a validation metric: stop after `patience` evaluations (epochs)
-  # without improvement, then report the test metrics of the best checkpoint. 0 = off.
+  # Early stopping on a validation metric: stop after `patience` evaluations without
+  # improvement (evaluations happen every epoch, or every eval_every_steps). 0 = off.
   c.early_stopping = ml_collections.ConfigDict()
   c.early_stopping.patience = 0
   c.early_stopping.metric = "accuracy"   # a validation metric: accuracy or loss
@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.warmup_epochs = 0.0         # warmup_cosine...
   c.schedule.warmup_steps = 0            # ...or in steps, when > 0
   c.schedule.end_factor = 0.0            # cosine, warmup_cosine: final lr / peak lr
-  c.schedule.step_epochs = (0.5, 0.75)   # step: decay at these fractions of training...
+  c.schedule.step_fractions = (0.5, 0.75)  # step: decay at these fractions of training...
   c.schedule.step_factor = 0.1           # ...multiplying the lr by this each time
   c.schedule.one_cycle_pct_start = 0.3   # one_cycle: fraction of steps spent rising
 
@@ -88,8 +88,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_steps = 0                        # when > 0, train this many steps instead of epochs
   c.eval_every_steps = 0                 # validate every N steps; 0 = at every epoch end
   c.eval_batch_size = 1000
-  # Train steps compiled into one call: a lax.scan on GPU/TPU, unrolled on CPU (where
-  # XLA runs convolutions in loops slowly), so there compile time grows with it.
+  # Train steps compiled into one call: a lax.scan; on CPU, unrolled for models with
+  # convolutions (XLA:CPU runs those slowly inside loops), so compile time grows with it.
   c.steps_per_dispatch = 10
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000        # also at every epoch end and at the end
@@ -103,7 +103,4 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampling.temperature = 0.8
   c.sampling.top_k = 40
   c.sampling.num_samples = 2
-
-  c.parallel = ml_collections.ConfigDict()
-  c.parallel.mode = "jit"                # jit: Mesh + NamedSharding over all local devices
   return c

@@ -38,7 +38,7 @@ def build_schedule(cfg: ml_collections.ConfigDict, learning_rate: float, total_s
     return optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, warmup, total_steps, end_value=learning_rate * cfg.end_factor)
   if cfg.name == "step":
-    boundaries = {int(f * total_steps): cfg.step_factor for f in cfg.step_epochs}
+    boundaries = {int(f * total_steps): cfg.step_factor for f in cfg.step_fractions}
     return optax.piecewise_constant_schedule(learning_rate, boundaries)
   if cfg.name == "one_cycle":
     return optax.cosine_onecycle_schedule(total_steps, learning_rate,

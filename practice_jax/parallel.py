@@ -38,12 +38,10 @@ class DataParallel:
   def replicate(self, tree: Any) -> Any:
     return jax.device_put(tree, self.replicated)
 
-  def shard_batch(self, tree: Any) -> Any:
-    return jax.device_put(tree, self.batch_sharded)
-
   def compile_train_chunk(self, train_step: Callable, train_batch: Callable,
                           batch_size: int) -> Callable:
-    """fn(state, data, perm, first_index, num_steps) -> (state, summed metrics).
+    """fn(state, data, perm, first_index, num_steps) -> (state, summed metrics,
+    whether every parameter is finite).
 
     Runs `num_steps` (static) consecutive steps of an epoch starting at batch
     `first_index`; compiled once per distinct `num_steps`. The input state is donated.
@@ -63,12 +61,15 @@ class DataParallel:
         carry = (state, zeros)
         for i in range(num_steps):
           carry, _ = body(carry, i)
-        return carry
-      (state, sums), _ = jax.lax.scan(body, (state, zeros), jnp.arange(num_steps))
-      return state, sums
+        state, sums = carry
+      else:
+        (state, sums), _ = jax.lax.scan(body, (state, zeros), jnp.arange(num_steps))
+      finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
+                                  for p in jax.tree.leaves(state.params)]))
+      return state, sums, finite
 
     return jax.jit(chunk, static_argnames="num_steps", donate_argnums=0,
-                   out_shardings=(self.replicated, self.replicated))
+                   out_shardings=(self.replicated, self.replicated, self.replicated))
 
   def compile_eval(self, eval_step: Callable, batch_size: int) -> Callable:
     """fn(state, padded_split) -> summed metrics over the whole split, in one dispatch."""

@@ -49,7 +49,10 @@ def main(argv: list[str]) -> int:
   try:
     if not paths:
       raise UserError("No images given; pass one or more image files after the flags.")
-    exp, state, step, which = train.load_trained(_WORKDIR.value, _CHECKPOINT.value)
+    exp, state, _, _ = train.load_trained(_WORKDIR.value, _CHECKPOINT.value)
+    if exp.config.task != "classification":
+      raise UserError(f"{_WORKDIR.value} holds a {exp.config.task} run, not an image "
+                      f"classifier; use python -m practice_jax.sample for it.")
     images = np.stack([load_image(p, exp.task.data.image_shape) for p in paths])
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -62,6 +62,9 @@ class _StopSignals:
 
   def _handle(self, signum, frame):
     del frame
+    if self.signum is not None:   # a second signal: stop waiting for the chunk to end
+      self.release()
+      raise KeyboardInterrupt
     self.signum = signum
 
   def __enter__(self):
@@ -70,18 +73,22 @@ class _StopSignals:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
-  def __exit__(self, *exc):
+  def release(self) -> None:
+    """Restores the previous handlers: signals act normally again."""
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+    self._previous = {}
+
+  def __exit__(self, *exc):
+    self.release()
 
 
 CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
 # Keys that say where data lives, not what is trained: they may differ between machines.
 _PORTABLE_KEYS = ("data.data_dir", "data.manual_dir")
+# What a run writes in its workdir besides the task's own files (task.output_files()).
 _RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
-                records.RUN_FILE, "learning_curves.png", "test_report.txt",
-                "test_report.json", "test_confusion_matrix.png", "validation_report.txt",
-                "validation_report.json", "validation_confusion_matrix.png")
+                records.RUN_FILE, "learning_curves.png")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -101,7 +108,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
-                   ) -> None:
+                   ) -> list[str]:
   """Refuses an unwritable workdir, and mixing two configs in one unless told what to do;
   writes nothing."""
   existing = os.path.abspath(workdir)
@@ -113,13 +120,11 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, on_config_ch
                     f"writable folder with --workdir.")
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path) or not os.path.isdir(os.path.join(workdir, LAST)):
-    return
+    return []
   with open(path, encoding="utf-8") as f:
     old = json.load(f)
   differences = config_differences(old, json.loads(config.to_json_best_effort()))
-  if not differences:
-    return
-  if on_config_change == "refuse":
+  if differences and on_config_change == "refuse":
     shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more"
                                           if len(differences) > 5 else "")
     raise UserError(
@@ -127,14 +132,16 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, on_config_ch
         f"--config_change=continue to go on from its checkpoint with the new config, "
         f"--config_change=restart to delete that run's checkpoints and results and start "
         f"over, or choose another --workdir.")
-  if on_config_change == "restart":
-    for name in _RUN_OUTPUTS:
-      target = os.path.join(workdir, name)
-      if os.path.isdir(target):
-        shutil.rmtree(target)
-      elif os.path.exists(target):
-        os.remove(target)
-    print(f"Config changed ({len(differences)} keys): deleted the previous run in {workdir}.")
+  return differences
+
+
+def _delete_run(workdir: str, task) -> None:
+  for name in _RUN_OUTPUTS + tuple(task.output_files()):
+    target = os.path.join(workdir, name)
+    if os.path.isdir(target):
+      shutil.rmtree(target)
+    elif os.path.exists(target):
+      os.remove(target)
 
 
 @dataclasses.dataclass
@@ -220,8 +227,9 @@ def load_trained(workdir: str, which: str | None = None, with_data: bool = False
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   which = which or config.evaluate_checkpoint
-  ckpt = Checkpointer(os.path.join(workdir, BEST if which == "best" else LAST), 1)
-  if ckpt.latest_step() is None:
+  directory = os.path.join(workdir, BEST if which == "best" else LAST)
+  ckpt = Checkpointer(directory, 1, create=False) if os.path.isdir(directory) else None
+  if ckpt is None or ckpt.latest_step() is None:
     raise UserError(f"{workdir} has no {which} checkpoint yet; train it first (or wait "
                     f"for its first checkpoint).")
   metadata = None if with_data else ckpt.read_meta().get("task")
@@ -239,9 +247,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   'refuse' (raise UserError listing the differences), 'continue' or 'restart'.
   """
   started, wall_start = records.now(), time.perf_counter()
-  validate(config, jax.device_count())
-  _check_workdir(workdir, config, on_config_change)
+  differences = _check_workdir(workdir, config, on_config_change)
   exp = build(config)                # loads the data: a data error leaves no trace
+  if differences and on_config_change == "restart":
+    _delete_run(workdir, exp.task)
+    print(f"Config changed ({len(differences)} keys): deleted the previous run in {workdir}.")
   _prepare_workdir(workdir, config)
   with _StopSignals() as stop:
     return _train(exp, workdir, stop, started, wall_start)
@@ -258,15 +268,20 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
   best_ckpt = Checkpointer(os.path.join(workdir, BEST), 1)
   stopper = EarlyStopping(config.early_stopping.metric, config.early_stopping.patience,
                           config.early_stopping.min_delta)
+  window = epoch_sums = None
   if ckpt.latest_step() is not None:
     state, meta, warnings = ckpt.restore_latest_good(state)
     for warning in warnings:
       print(warning, file=sys.stderr)
-    stopper = EarlyStopping(**meta.get("early_stopping", dataclasses.asdict(stopper)))
-    writers.truncate_metrics(workdir, int(state.step))
-    best_ckpt.delete_after(int(state.step))
+    saved = meta.get("early_stopping", {})
+    if saved.get("metric") == stopper.metric:   # progress carries over; settings are the config's
+      stopper.best, stopper.best_step = saved["best"], saved["best_step"]
+      stopper.bad_evaluations, stopper.stopped = saved["bad_evaluations"], saved["stopped"]
+    window, epoch_sums = meta.get("window"), meta.get("epoch_sums")
     print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.")
   step = int(state.step)
+  writers.truncate_metrics(workdir, step)   # records past the checkpoint are redone
+  best_ckpt.delete_after(step)
   progress = Progress(total_steps, steps_per_epoch, start_step=step)
   n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
   progress.message(
@@ -284,7 +299,6 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
   writer = writers.create_writer(workdir)
 
   perm_epoch, perm = None, None
-  window = epoch_sums = None
   last_saved = ckpt.latest_step()
   while step < total_steps and not stopper.stopped:
     epoch, index = divmod(step, steps_per_epoch)
@@ -293,15 +307,19 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
       perm = parallel.replicate(epoch_permutation(data_key, epoch, task.num_train_examples))
     k = config.steps_per_dispatch
     end_index = min((index // k + 1) * k, steps_per_epoch, index + total_steps - step)
-    state, sums = train_chunk(state, train_data, perm, index, num_steps=end_index - index)
+    state, sums, params_finite = train_chunk(state, train_data, perm, index,
+                                             num_steps=end_index - index)
     new_step = step + end_index - index
+    sums = jax.device_get(sums)
     window, epoch_sums = _add(window, sums), _add(epoch_sums, sums)
-    chunk = task.summarize(jax.device_get(sums))
-    if not math.isfinite(chunk["loss"]):
+    chunk = task.summarize(sums)
+    if not (math.isfinite(chunk["loss"]) and bool(params_finite)):
+      kept = (f"the last good checkpoint is step {last_saved} in {ckpt.directory} (kept)"
+              if last_saved is not None else "no checkpoint was saved before")
       raise TrainingDiverged(
-          f"The training loss became {chunk['loss']} between steps {step} and {new_step}; "
-          f"the last good checkpoint is step {last_saved} in {ckpt.directory} (kept); "
-          f"lower the learning rate or add gradient clipping (optimizer.grad_clip_norm).")
+          f"Training diverged between steps {step} and {new_step} (loss {chunk['loss']}, "
+          f"parameters {'finite' if bool(params_finite) else 'not finite'}); {kept}; lower "
+          f"the learning rate or add gradient clipping (optimizer.grad_clip_norm).")
     progress.update(new_step, chunk)
 
     epoch_end = new_step % steps_per_epoch == 0 or new_step == total_steps
@@ -323,6 +341,7 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
         val = task.summarize(jax.device_get(evaluate(state, eval_data["validation"])))
         writer.write_scalars(new_step, {f"validation/{k}": v for k, v in val.items()})
         line += " | validation " + _format(val)
+        task.on_evaluation(state, workdir, new_step)
         if stopper.update(val[stopper.metric], new_step):
           best_ckpt.save(new_step, state, {"validation": val, "task": task.metadata()})
           line += " *"
@@ -330,13 +349,14 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
       if stopper.stopped:
         progress.message(
             f"Early stopping: validation {stopper.metric} has not improved for "
-            f"{stopper.patience} epochs; the best was {stopper.best:.4f} at step "
+            f"{stopper.patience} evaluations; the best was {stopper.best:.4f} at step "
             f"{stopper.best_step}.")
       writer.flush()
     if (epoch_end or evaluate_now or stopper.stopped or stop.signum is not None or
         new_step // config.checkpoint_every_steps > step // config.checkpoint_every_steps):
       ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch,
                                   "early_stopping": dataclasses.asdict(stopper),
+                                  "window": window, "epoch_sums": epoch_sums,
                                   "task": task.metadata()})
       last_saved = new_step
     step = new_step
@@ -349,6 +369,7 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
                       f"is saved in {ckpt.directory}. Re-run the same command to continue.",
                       stop.signum)
 
+  stop.release()   # from here on the run is complete: signals act normally
   used = "last"
   if config.evaluate_checkpoint == "best" and best_ckpt.latest_step() is not None:
     best_ckpt.wait()

@@ -8,11 +8,9 @@ import re
 import ml_collections
 
 from practice_jax import models, optim, tasks
+from practice_jax.models import cnn
 from practice_jax.data import catalogue
 from practice_jax.errors import UserError
-
-PARALLEL_MODES = ("jit",)
-
 
 def _closest(value: str, choices: list[str]) -> str:
   match = difflib.get_close_matches(value, choices, n=1)
@@ -52,7 +50,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   pools = config.model.get("pools")
   if pools is not None:
     for p in pools:
-      _check_name("pool in config.model.pools", p, ("avg", "max", "none"))
+      _check_name("pool in config.model.pools", p, cnn.POOLS)
     features = config.model.get("features", ())
     _check(len(pools) == len(features),
            f"config.model.pools has {len(pools)} entries but config.model.features has "
@@ -81,8 +79,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check(config.num_steps > 0 or sched.warmup_epochs < config.num_epochs,
          f"config.schedule.warmup_epochs={sched.warmup_epochs} must be below "
          f"num_epochs={config.num_epochs}.")
-  _check(all(0 < f < 1 for f in sched.step_epochs),
-         f"config.schedule.step_epochs={tuple(sched.step_epochs)} must be fractions of "
+  _check(all(0 < f < 1 for f in sched.step_fractions),
+         f"config.schedule.step_fractions={tuple(sched.step_fractions)} must be fractions of "
          f"training in (0, 1).")
 
   for key in ("batch_size", "eval_batch_size"):
@@ -103,15 +101,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check(es.patience >= 0, f"config.early_stopping.patience={es.patience} must be >= 0.")
   _check_name("checkpoint to evaluate (config.evaluate_checkpoint)",
               config.evaluate_checkpoint, ("last", "best"))
-  _check(config.data.validation_size > 0 or (es.patience == 0 and
-                                              config.evaluate_checkpoint == "last"),
+  _check(config.task != "classification" or config.data.validation_size > 0 or
+         (es.patience == 0 and config.evaluate_checkpoint == "last"),
          "Early stopping and evaluate_checkpoint='best' need a validation split; set "
          "config.data.validation_size above 0.")
   _check(config.augment.crop_padding >= 0,
          f"config.augment.crop_padding={config.augment.crop_padding} must be >= 0.")
+  if config.model.name == "gpt":
+    _check(config.model.embed_dim % config.model.num_heads == 0,
+           f"config.model.embed_dim={config.model.embed_dim} must be divisible by "
+           f"num_heads={config.model.num_heads}.")
   if config.task == "language_model":
-    _check(config.data.block_size >= 1 and config.data.eval_windows >= 1,
-           "config.data.block_size and config.data.eval_windows must be at least 1.")
+    _check(config.data.block_size >= 1 and config.data.eval_windows >= 0,
+           "config.data.block_size must be at least 1 and data.eval_windows >= 0.")
+    _check(config.sampling.top_k >= 0 and config.sampling.length >= 1,
+           "config.sampling.top_k must be >= 0 and sampling.length at least 1.")
     _check(config.sampling.temperature > 0,
            f"config.sampling.temperature={config.sampling.temperature} must be positive.")
-  _check_name("parallel mode (config.parallel.mode)", config.parallel.mode, PARALLEL_MODES)

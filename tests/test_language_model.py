@@ -100,3 +100,5 @@ def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
   assert step == 4
   assert len(exp.task.sample(state, trained_vocab[0], 10, 0.8, 5, 0)) == 11
   assert (tmp_path / "samples.txt").read_text().count("--- sample") == 2
+  assert sorted(p.name for p in (tmp_path / "samples_during_training").iterdir()) == [
+      "step_00000002.txt", "step_00000004.txt"]

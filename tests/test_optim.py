@@ -80,7 +80,7 @@ def test_schedules_have_the_documented_shape():
   warm = _schedule("warmup_cosine", warmup_epochs=2.0)   # 200 steps
   assert float(warm(0)) == 0.0 and float(warm(100)) == pytest.approx(0.05)
   assert float(warm(200)) == pytest.approx(0.1)
-  step = _schedule("step", step_epochs=(0.5, 0.75), step_factor=0.1)
+  step = _schedule("step", step_fractions=(0.5, 0.75), step_factor=0.1)
   assert [float(step(s)) for s in (499, 500, 750)] == pytest.approx([0.1, 0.01, 0.001])
   cycle = _schedule("one_cycle", one_cycle_pct_start=0.3)
   assert float(cycle(300)) == pytest.approx(0.1) and float(cycle(0)) < 0.01

@@ -116,7 +116,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(mock_tfds, tmp_p
         f.write(b"\0garbage\0")
   again = train.train_and_evaluate(config, str(tmp_path))
   err = capsys.readouterr().err
-  assert "warning: checkpoint 12" in err and "fell back to an earlier one" in err
+  assert "warning: checkpoint 12" in err and "used step 10 instead" in err
   assert again["final"] == first["final"]     # steps 11-12 re-done, to the same result
   assert (tmp_path / "checkpoints_corrupt").is_dir()   # kept, not deleted
 
@@ -148,3 +148,15 @@ def test_a_workdir_with_another_config_is_refused_unless_told(mock_tfds, tmp_pat
   from practice_jax.reporting import writers
   first_record = writers.read_metrics(str(tmp_path))[0]
   assert first_record["step"] == 2    # the old history was deleted: a fresh run
+
+
+def test_continuing_with_an_incompatible_state_is_refused_and_moves_nothing(mock_tfds, tmp_path):
+  config = _config()
+  train.train_and_evaluate(config, str(tmp_path))
+  changed = _config()
+  changed.optimizer.name = "sgd"            # another optimizer state: checkpoints cannot fit
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  with pytest.raises(UserError, match="restores into this config's train state"):
+    train.train_and_evaluate(changed, str(tmp_path), on_config_change="continue")
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+  assert not (tmp_path / "checkpoints_corrupt").exists()

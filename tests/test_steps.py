@@ -62,8 +62,9 @@ def test_train_chunk_equals_single_steps_and_compiles_once():
   step = jax.jit(functools.partial(task.train_step, tx=tx))
   for i in range(4):
     manual, _ = step(manual, task.train_batch(task.train_data, perm, i, 8))
-  state, sums = chunk(state, data, perm, 0, num_steps=2)
-  state, sums = chunk(state, data, perm, 2, num_steps=2)
+  state, sums, finite = chunk(state, data, perm, 0, num_steps=2)
+  state, sums, finite = chunk(state, data, perm, 2, num_steps=2)
+  assert bool(finite)
   chex.assert_trees_all_close(state.params, manual.params, rtol=1e-5, atol=1e-6)
   assert float(sums["count"]) == 16
   assert chunk._cache_size() == 1

@@ -81,12 +81,18 @@ def test_two_runs_with_the_same_seed_agree(mock_tfds, tmp_path):
 
 
 def test_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint(mock_tfds, tmp_path):
-  config = _config()
-  config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = 1e30
+  config = _config(num_epochs=1.0)
   config.schedule.name = "constant"
-  with pytest.raises(train.TrainingDiverged, match="last good checkpoint"):
-    train.train_and_evaluate(config, str(tmp_path))
+  train.train_and_evaluate(config, str(tmp_path))            # a good first epoch: step 6
+  config.num_epochs = 2.0
+  config.optimizer.learning_rate = 1e30     # same optimizer: the checkpoint still fits
+  with pytest.raises(train.TrainingDiverged,
+                     match="between steps 6 and 8.*last good checkpoint is step 6"):
+    train.train_and_evaluate(config, str(tmp_path), on_config_change="continue")
+  assert (tmp_path / "checkpoints" / "6").is_dir()
+  fresh = tmp_path / "fresh"
+  with pytest.raises(train.TrainingDiverged, match="no checkpoint was saved before"):
+    train.train_and_evaluate(config, str(fresh))
 
 
 def test_unwritable_workdir_is_refused(mock_tfds, tmp_path):

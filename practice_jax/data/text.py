@@ -66,10 +66,12 @@ def load_text(cfg: ml_collections.ConfigDict) -> TextData:
 
 
 def fixed_windows(tokens: np.ndarray, length: int, max_windows: int) -> np.ndarray:
-  """Up to `max_windows` non-overlapping windows of `length` tokens, evenly spread."""
-  count = (len(tokens) - 1) // length
+  """Up to `max_windows` (0: all) non-overlapping windows of `length` tokens, evenly
+  spread over the text."""
+  count = len(tokens) // length
   if count == 0:
     raise UserError(f"The evaluation text has {len(tokens)} characters, fewer than one "
-                    f"window of {length}; lower config.model.block_size.")
-  starts = np.linspace(0, (count - 1) * length, min(count, max_windows)).astype(np.int64)
+                    f"window of {length}; lower config.data.block_size.")
+  chosen = min(count, max_windows) if max_windows else count
+  starts = np.linspace(0, (count - 1) * length, chosen).astype(np.int64)
   return np.stack([tokens[s:s + length] for s in starts])

@@ -36,10 +36,6 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def get(name: str) -> type[nn.Module]:
-  return _REGISTRY[name]
-
-
 def hyperparameters(name: str) -> list[str]:
   """The config.model keys the named model accepts (its dataclass fields; the number of
   classes comes from the dataset)."""

@@ -59,10 +59,3 @@ def write_run_record(workdir: str, record: dict[str, Any]) -> None:
     json.dump(record, f, indent=2, sort_keys=True, default=str)
   os.replace(tmp, path)
 
-
-def read_run_record(workdir: str) -> dict[str, Any] | None:
-  path = os.path.join(workdir, RUN_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)

@@ -10,6 +10,8 @@ training loop in train.py knows none of that and drives any task through this se
   task.eval_step(state, batch)  -> metric sums, masked         (pure)
   task.summarize(sums)          -> {'loss': ..., 'accuracy': ...}
   task.metadata()               -> JSON that inference needs (stored in checkpoints)
+  task.on_evaluation(state, workdir, step)   (files written at each evaluation)
+  task.output_files()           -> names of the files/folders the task writes
   task.write_report(state, parallel, workdir) -> {'text': ...}   (end-of-run report)
 """
 

@@ -97,10 +97,11 @@ class ClassificationTask:
     def loss_fn(params):
       logits, model_state = self._apply(params, state.model_state, images, train=True,
                                         key=dropout_key)
-      losses = optax.softmax_cross_entropy(logits, targets)
-      return losses.mean(), (logits, losses, model_state)
+      return optax.softmax_cross_entropy(logits, targets).mean(), (logits, model_state)
 
-    grads, (logits, losses, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (logits, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    # Reported: plain cross-entropy, comparable with validation even under smoothing.
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
@@ -115,6 +116,15 @@ class ClassificationTask:
   def logits(self, state: TrainState, images: jax.Array) -> jax.Array:
     return self._apply(state.params, state.model_state, self.preprocess(images),
                        train=False)[0]
+
+  @staticmethod
+  def output_files() -> list[str]:
+    """Files this task writes in the workdir (deleted by --config_change=restart)."""
+    return [f"{split}_{name}" for split in ("test", "validation")
+            for name in ("report.txt", "report.json", "confusion_matrix.png")]
+
+  def on_evaluation(self, state: TrainState, workdir: str, step: int) -> None:
+    """Nothing beyond the metrics: the test split is kept for the final report."""
 
   def write_report(self, state: TrainState, parallel, workdir: str, split: str = "test"
                    ) -> dict[str, Any]:

@@ -131,14 +131,34 @@ class LanguageModelTask:
                             jax.random.PRNGKey(seed))
     return self.vocab.decode(np.asarray(tokens))
 
+  def _config_prompt(self) -> str:
+    # Characters the vocabulary lacks cannot be fed to the model: drop them here (the
+    # sample command refuses them instead).
+    prompt = "".join(c for c in self.config.sampling.prompt if c in self.vocab.chars)
+    return prompt or self.vocab.chars[0]
+
+  @staticmethod
+  def output_files() -> list[str]:
+    """Files this task writes in the workdir (deleted by --config_change=restart)."""
+    return ["samples.txt", "samples_during_training"]
+
+  def on_evaluation(self, state: TrainState, workdir: str, step: int) -> None:
+    """Writes one sample (seed 0) to samples_during_training/step_<N>.txt; a resumed run
+    that redoes an evaluation rewrites the same file."""
+    cfg = self.config.sampling
+    sample = self.sample(state, self._config_prompt(), cfg.length, cfg.temperature,
+                         cfg.top_k, seed=0)
+    folder = os.path.join(workdir, "samples_during_training")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"step_{step:08d}.txt"), "w", encoding="utf-8") as f:
+      f.write(sample + "\n")
+
   def write_report(self, state: TrainState, parallel, workdir: str, split: str = "test"
                    ) -> dict[str, Any]:
     """A few samples from the model, printed and written to samples.txt."""
     del parallel, split
     cfg = self.config.sampling
-    # Characters the vocabulary lacks cannot be fed to the model: drop them here (the
-    # sample command refuses them instead).
-    prompt = "".join(c for c in cfg.prompt if c in self.vocab.chars) or self.vocab.chars[0]
+    prompt = self._config_prompt()
     samples = [self.sample(state, prompt, cfg.length, cfg.temperature, cfg.top_k, seed)
                for seed in range(cfg.num_samples)]
     text_out = "\n\n".join(f"--- sample {i} (seed {i}) ---\n{s}" for i, s in enumerate(samples))
