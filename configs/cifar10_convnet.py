@@ -3,8 +3,8 @@ with SGD lr 0.01, momentum 0.9, batch 64.
 
     python -m practice_jax.main --config=configs/cifar10_convnet.py
 
-Result: not measured here (no CIFAR-10 on this project's machines; exercised on mock data
-in the tests).
+Result: not measured here (no CIFAR-10 on this project's machines; exercised on mock
+data in the tests).
 """
 
 from practice_jax.config_base import base_config, model_config

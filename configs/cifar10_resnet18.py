@@ -3,8 +3,8 @@ warmup (1 epoch) + cosine schedule, random crop (padding 4) and horizontal flip.
 
     python -m practice_jax.main --config=configs/cifar10_resnet18.py
 
-A GPU/TPU config (about 0.56 GFLOPs per image forward). Result: not measured here (no
-CIFAR-10 on this project's machines; exercised on mock data in the tests).
+A GPU/TPU config (about 0.56 GFLOPs per image forward). Result: not measured here (no CIFAR-10 on this project's machines; exercised on mock
+data in the tests).
 """
 
 from practice_jax.config_base import base_config, model_config

@@ -2,7 +2,9 @@
 
     python -m practice_jax.main --config=configs/mnist.py
 
-Result: (measuring)
+Result: 99.32% test accuracy (median of seeds 0-2: 99.25, 99.32, 99.36) after 5 epochs,
+75 s wall time from process start (median), on the 2-core AMD EPYC CPU machine (jax
+0.10.2, 2026-11-24).
 """
 
 from practice_jax.config_base import base_config, model_config

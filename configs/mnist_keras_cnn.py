@@ -4,7 +4,9 @@ is the one tested).
 
     python -m practice_jax.main --config=configs/mnist_keras_cnn.py
 
-Result: (measuring)
+Result: 98.17% test accuracy (best checkpoint, epoch 9; early stopping after epoch 12),
+245 s wall time from process start, on the 2-core AMD EPYC CPU machine (jax 0.10.2,
+2026-11-24).
 """
 
 from practice_jax.config_base import base_config, model_config

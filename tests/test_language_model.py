@@ -102,3 +102,21 @@ def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
   assert (tmp_path / "samples.txt").read_text().count("--- sample") == 2
   assert sorted(p.name for p in (tmp_path / "samples_during_training").iterdir()) == [
       "step_00000002.txt", "step_00000004.txt"]
+
+  # The sample command needs only the workdir (no dataset): run it as a user would.
+  import subprocess
+  import sys
+  from conftest import REPO
+  def sample(seed):
+    return subprocess.run([sys.executable, "-m", "practice_jax.sample", f"--workdir={tmp_path}",
+                           f"--prompt={trained_vocab[1]}", "--length=30", "--top_k=3",
+                           f"--seed={seed}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  first, again = sample(0), sample(0)
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert first.stdout == again.stdout and first.stdout.startswith(trained_vocab[1])
+  assert len(first.stdout) == 1 + 30 + 1        # prompt, 30 characters, print's newline
+  bad = subprocess.run([sys.executable, "-m", "practice_jax.sample", f"--workdir={tmp_path}",
+                        "--temperature=0"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert bad.returncode == 2 and "--temperature=0.0 must be positive" in bad.stderr
