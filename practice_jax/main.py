@@ -21,6 +21,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/mnist.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "~/.cache/practice_jax/xla",
+    "Persistent XLA compilation cache folder ('' to disable).")
 _CONFIG_CHANGE = flags.DEFINE_enum(
     "config_change", "refuse", ["refuse", "continue", "restart"],
     "When the workdir holds a run of a different config: refuse (default), continue from "
@@ -95,6 +98,10 @@ def main(argv: list[str]) -> int:
 
   from practice_jax import train
   from practice_jax.validation import validate
+  if _COMPILATION_CACHE.value:
+    # A second run of the same config reuses compiled steps instead of recompiling.
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_COMPILATION_CACHE.value))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   try:
     validate(_CONFIG.value, jax.device_count())  # before TensorFlow, data or compiling
     train.train_and_evaluate(_CONFIG.value, workdir, _CONFIG_CHANGE.value)

@@ -82,3 +82,13 @@ def test_no_config_given(tmp_path):
   result = _run([], config=None)
   assert result.returncode == 2
   assert "pass --config=configs/<name>.py" in _message(result)
+
+
+@pytest.mark.real_data
+def test_a_run_fills_the_persistent_compilation_cache(tmp_path, real_mnist_data_dir):
+  cache = tmp_path / "xla_cache"
+  result = _run([f"--workdir={tmp_path}/run", f"--compilation_cache={cache}",
+                 "--config.num_epochs=0.05", "--config.schedule.warmup_epochs=0",
+                 "--config.plots=False"], {"TFDS_DATA_DIR": real_mnist_data_dir})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert any(p.name.startswith("jit_chunk") for p in cache.iterdir())
