@@ -23,8 +23,11 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
+        # Only the trainer (create=True) cleans up leftovers of killed saves; a reader
+        # must never touch the temporary folder of a save in progress.
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                             cleanup_tmp_directories=True),
+                                             cleanup_tmp_directories=create,
+                                             read_only=not create),
         item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
@@ -76,8 +79,9 @@ class Checkpointer:
       return state, meta, warnings
     raise UserError(
         f"No checkpoint in {self.directory} restores into this config's train state (the "
-        f"model or optimizer may differ; first error: {failures[0][1]}); pass "
-        f"--config_change=restart or choose another --workdir.")
+        f"model or optimizer may differ, or the files are damaged; first error: "
+        f"{failures[0][1]}); pass --config_change=restart to start this workdir over, or "
+        f"choose another --workdir.")
 
   def delete_after(self, step: int) -> None:
     """Deletes checkpoints later than `step`: after a resume from `step` they belong to

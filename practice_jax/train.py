@@ -62,10 +62,11 @@ class _StopSignals:
 
   def _handle(self, signum, frame):
     del frame
-    if self.signum is not None:   # a second signal: stop waiting for the chunk to end
-      self.release()
-      raise KeyboardInterrupt
     self.signum = signum
+    # A second signal acts at once (the default: the process ends), even while XLA runs;
+    # checkpoints are atomic, so nothing is half-written.
+    for sig in self._previous:
+      signal.signal(sig, signal.SIG_DFL)
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -135,8 +136,8 @@ def _check_workdir(workdir: str, config: ml_collections.ConfigDict, on_config_ch
   return differences
 
 
-def _delete_run(workdir: str, task) -> None:
-  for name in _RUN_OUTPUTS + tuple(task.output_files()):
+def _delete_run(workdir: str) -> None:
+  for name in _RUN_OUTPUTS + tuple(tasks.output_files()):
     target = os.path.join(workdir, name)
     if os.path.isdir(target):
       shutil.rmtree(target)
@@ -249,9 +250,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   started, wall_start = records.now(), time.perf_counter()
   differences = _check_workdir(workdir, config, on_config_change)
   exp = build(config)                # loads the data: a data error leaves no trace
-  if differences and on_config_change == "restart":
-    _delete_run(workdir, exp.task)
-    print(f"Config changed ({len(differences)} keys): deleted the previous run in {workdir}.")
+  if on_config_change == "restart" and os.path.isdir(os.path.join(workdir, LAST)):
+    _delete_run(workdir)
+    print(f"--config_change=restart: deleted the previous run in {workdir} "
+          f"({len(differences)} config keys differed).")
   _prepare_workdir(workdir, config)
   with _StopSignals() as stop:
     return _train(exp, workdir, stop, started, wall_start)
@@ -276,7 +278,8 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
     saved = meta.get("early_stopping", {})
     if saved.get("metric") == stopper.metric:   # progress carries over; settings are the config's
       stopper.best, stopper.best_step = saved["best"], saved["best_step"]
-      stopper.bad_evaluations, stopper.stopped = saved["bad_evaluations"], saved["stopped"]
+      stopper.bad_evaluations = saved["bad_evaluations"]
+      stopper.stopped = 0 < stopper.patience <= stopper.bad_evaluations
     window, epoch_sums = meta.get("window"), meta.get("epoch_sums")
     print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.")
   step = int(state.step)

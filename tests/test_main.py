@@ -38,7 +38,8 @@ CASES = [
 
 def _run(args, env_extra=None, config="configs/mnist.py"):
   env = {**os.environ, **(env_extra or {})}
-  cmd = [sys.executable, "-m", "practice_jax.main"] + ([f"--config={config}"] if config else [])
+  cmd = [sys.executable, "-m", "practice_jax.main", "--compilation_cache="] + (
+      [f"--config={config}"] if config else [])
   return subprocess.run(cmd + args, cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=120)
 

@@ -18,6 +18,6 @@ def test_eight_devices_train_the_same_trajectory_as_one():
   assert diffs["steps"] == 8
   # Same batches, same dropout and augmentation keys, batch-norm statistics over the
   # global batch: only float reduction order differs.
-  assert diffs["params"] < 1e-4, diffs
-  assert diffs["batch_stats"] < 1e-4, diffs
+  assert diffs["params"] < 1e-5, diffs       # measured: 3e-7
+  assert diffs["batch_stats"] < 1e-5, diffs
   assert diffs["train_metrics"] < 1e-3 and diffs["eval_metrics"] < 1e-3, diffs

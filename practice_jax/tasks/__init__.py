@@ -34,6 +34,11 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def output_files() -> list[str]:
+  """Every file or folder any task writes in a workdir (what a restart deletes)."""
+  return sorted({name for task in _REGISTRY.values() for name in task.output_files()})
+
+
 def build(config: ml_collections.ConfigDict, metadata: dict | None = None):
   """The task of `config`, with its data; or, given a checkpoint's `metadata`, a data-free
   task for inference."""
