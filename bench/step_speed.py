@@ -1,0 +1,179 @@
+"""Train-step speed of the PyTorch-examples MNIST CNN in practice_jax, TensorFlow/Keras and
+PyTorch, measured side by side, plus the machine's fp32 matmul peak.
+
+    python bench/step_speed.py [--batch 128] [--steps 20] [--repeats 3]
+
+Same net (conv32 3x3 - conv64 3x3 - maxpool 2 - dense128 - dense10, no dropout), AdamW,
+batch 128 of random 28x28x1 inputs. Frameworks run in alternation, `--repeats` rounds of
+`--steps` steps each after a warm-up, and the medians are reported with ratios to
+practice_jax measured in the same run. Frameworks that are not installed are skipped
+(PyTorch is a benchmark-only extra: `pip install torch==2.13.0`). Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def practice_jax_runner(batch: int):
+  import jax
+  import jax.numpy as jnp
+
+  from practice_jax import optim
+  from practice_jax.config_base import base_config, model_config
+  from practice_jax.data.in_memory import ClassificationData
+  from practice_jax.parallel import DataParallel
+  from practice_jax.tasks.classification import ClassificationTask
+
+  rng = np.random.default_rng(0)
+  n = batch * 8
+  split = {"image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+           "label": rng.integers(0, 10, n).astype(np.int32)}
+  data = ClassificationData(split, None, split, 10, [str(i) for i in range(10)],
+                            np.array([0.13], np.float32), np.array([0.31], np.float32))
+  config = base_config()
+  config.model = model_config("cnn", features=(32, 64), pools=("none", "max"),
+                              padding="VALID", dense=(128,))
+  config.schedule.name = "constant"
+  task = ClassificationTask(config, data)
+  tx = optim.build_optimizer(config.optimizer, optim.build_schedule(config.schedule, 1e-3, 1, 1))
+  parallel = DataParallel()
+  chunk = parallel.compile_train_chunk(functools.partial(task.train_step, tx=tx),
+                                       task.train_batch, batch)
+  train = parallel.replicate(task.train_data)
+  perm = parallel.replicate(jnp.arange(n))
+  state = [parallel.replicate(task.init_state(tx))]
+
+  def run(steps: int) -> None:
+    done = 0
+    while done < steps:
+      k = min(8, steps - done)
+      state[0], sums, _ = chunk(state[0], train, perm, 0, num_steps=k)
+      done += k
+    jax.block_until_ready(sums)
+
+  lowered = jax.jit(functools.partial(task.train_step, tx=tx)).lower(
+      state[0], task.train_batch(train, perm, 0, batch))
+  flops = lowered.compile().cost_analysis().get("flops")
+  return run, flops
+
+
+def keras_runner(batch: int):
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  model = tf.keras.Sequential([
+      tf.keras.Input((28, 28, 1)),
+      tf.keras.layers.Conv2D(32, 3, activation="relu"),
+      tf.keras.layers.Conv2D(64, 3, activation="relu"),
+      tf.keras.layers.MaxPooling2D(2), tf.keras.layers.Flatten(),
+      tf.keras.layers.Dense(128, activation="relu"), tf.keras.layers.Dense(10)])
+  opt = tf.keras.optimizers.AdamW(1e-3)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  x = tf.random.uniform((batch, 28, 28, 1))
+  y = tf.random.uniform((batch,), maxval=10, dtype=tf.int32)
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, model(x, training=True))
+    opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                            model.trainable_variables))
+    return loss
+
+  def run(steps: int) -> None:
+    for _ in range(steps):
+      loss = step()
+    float(loss)
+  return run, None
+
+
+def torch_runner(batch: int):
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  model = torch.nn.Sequential(
+      torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3),
+      torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+      torch.nn.Linear(9216, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+  opt = torch.optim.AdamW(model.parameters(), 1e-3)
+  x = torch.rand(batch, 1, 28, 28)
+  y = torch.randint(0, 10, (batch,))
+
+  def run(steps: int) -> None:
+    for _ in range(steps):
+      opt.zero_grad(set_to_none=True)
+      loss = torch.nn.functional.cross_entropy(model(x), y)
+      loss.backward()
+      opt.step()
+    float(loss.detach())
+  return run, None
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = f(a)
+  out.block_until_ready()
+  return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default="bench/results/step_speed.json")
+  args = parser.parse_args()
+
+  runners, flops = {}, None
+  for name, make in (("practice_jax", practice_jax_runner), ("keras", keras_runner),
+                     ("pytorch", torch_runner)):
+    try:
+      run, f = make(args.batch)
+    except ImportError as e:
+      print(f"skipping {name}: {e}")
+      continue
+    run(3)                                   # warm-up: compile / trace / allocate
+    runners[name] = run
+    flops = flops or f
+  rates = {name: [] for name in runners}
+  peaks = []
+  for _ in range(args.repeats):
+    peaks.append(matmul_peak_gflops())
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run(args.steps)
+      rates[name].append(args.steps / (time.perf_counter() - start))
+  peak = statistics.median(peaks)
+  base = statistics.median(rates["practice_jax"])
+  result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "batch": args.batch, "flops_per_step": flops, "matmul_peak_gflops": peak,
+            "steps_per_s": {k: statistics.median(v) for k, v in rates.items()},
+            "all_runs": rates}
+  print(f"fp32 matmul peak (2048^2, jax): {peak:.0f} GFLOP/s; train step: "
+        f"{(flops or 0) / 1e9:.2f} GFLOP")
+  print(f"{'framework':<14}{'steps/s':>10}{'examples/s':>12}{'x practice_jax':>16}"
+        f"{'% of peak':>11}")
+  for name, values in rates.items():
+    r = statistics.median(values)
+    frac = f"{100 * r * flops / 1e9 / peak:10.1f}%" if flops else ""
+    print(f"{name:<14}{r:10.2f}{r * args.batch:12.0f}{r / base:16.2f}{frac}")
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
