@@ -55,8 +55,7 @@ class DataParallel:
         return (state, jax.tree.map(jnp.add, sums, metrics)), None
 
       first_batch = train_batch(data, perm, first_index, batch_size)
-      metric_shapes = jax.eval_shape(train_step, state, first_batch)[1]
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+      zeros = _zeros_like(jax.eval_shape(train_step, state, first_batch)[1])
       if self.on_cpu and _has_convolution(train_step, state, first_batch):
         carry = (state, zeros)
         for i in range(num_steps):
@@ -74,9 +73,7 @@ class DataParallel:
   def compile_eval(self, eval_step: Callable, batch_size: int) -> Callable:
     """fn(state, padded_split) -> summed metrics over the whole split, in one dispatch."""
     def evaluate(state, split):
-      num_batches = split["mask"].shape[0] // batch_size
-      batches = jax.tree.map(
-          lambda a: a.reshape((num_batches, batch_size) + a.shape[1:]), split)
+      batches = _in_batches(split, batch_size)
 
       def body(sums, batch):
         batch = jax.lax.with_sharding_constraint(batch, self.batch_sharded)
@@ -84,8 +81,7 @@ class DataParallel:
         return jax.tree.map(jnp.add, sums, metrics), None
 
       first = jax.tree.map(lambda a: a[0], batches)
-      shapes = jax.eval_shape(eval_step, state, first)
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+      zeros = _zeros_like(jax.eval_shape(eval_step, state, first))
       return jax.lax.scan(body, zeros, batches)[0]
 
     return jax.jit(evaluate, out_shardings=self.replicated)
@@ -94,8 +90,7 @@ class DataParallel:
   def compile_predict(self, predict: Callable, batch_size: int) -> Callable:
     """fn(state, padded_split) -> predict(state, images) for every example, stacked."""
     def run(state, split):
-      num_batches = split["mask"].shape[0] // batch_size
-      images = split["image"].reshape((num_batches, batch_size) + split["image"].shape[1:])
+      images = _in_batches(split, batch_size)["image"]
 
       def body(_, batch):
         batch = jax.lax.with_sharding_constraint(batch, self.batch_sharded)
@@ -105,6 +100,17 @@ class DataParallel:
       return outputs.reshape((-1,) + outputs.shape[2:])
 
     return jax.jit(run, out_shardings=self.replicated)
+
+
+def _in_batches(split: dict[str, Any], batch_size: int) -> dict[str, Any]:
+  """A padded split reshaped to [num_batches, batch_size, ...] for a scan over batches."""
+  num_batches = split["mask"].shape[0] // batch_size
+  return jax.tree.map(lambda a: a.reshape((num_batches, batch_size) + a.shape[1:]), split)
+
+
+def _zeros_like(shapes: Any) -> Any:
+  """Zeros for a tree of ShapeDtypeStructs: the start of a metric sum."""
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def _has_convolution(fn: Callable, *args) -> bool:

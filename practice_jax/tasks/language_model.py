@@ -68,8 +68,7 @@ class LanguageModelTask:
     rngs = {"dropout": key} if key is not None else None
     return self.model.apply({"params": state.params}, tokens, train=train, rngs=rngs)
 
-  def _sums(self, logits, targets, mask) -> Metrics:
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  def _sums(self, logits, targets, losses, mask) -> Metrics:
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
     weights = jnp.broadcast_to(mask[:, None], losses.shape)
     return {"loss_sum": jnp.sum(losses * weights), "correct": jnp.sum(correct * weights),
@@ -82,17 +81,19 @@ class LanguageModelTask:
       logits = self.logits(state.replace(params=params), inputs, train=True,
                            key=state.step_key())
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-      return losses.mean(), logits
+      return losses.mean(), (logits, losses)
 
-    grads, logits = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (logits, losses) = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                               params=optax.apply_updates(state.params, updates))
-    return new_state, self._sums(logits, targets, jnp.ones(targets.shape[:1]))
+    return new_state, self._sums(logits, targets, losses, jnp.ones(targets.shape[:1]))
 
   def eval_step(self, state: TrainState, batch) -> Metrics:
     tokens = batch["tokens"]
-    return self._sums(self.logits(state, tokens[:, :-1]), tokens[:, 1:], batch["mask"])
+    logits, targets = self.logits(state, tokens[:, :-1]), tokens[:, 1:]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return self._sums(logits, targets, losses, batch["mask"])
 
   @staticmethod
   def summarize(sums: dict[str, Any]) -> dict[str, float]:
