@@ -2,11 +2,14 @@
 PyTorch, measured side by side, plus the machine's fp32 matmul peak.
 
     python bench/step_speed.py [--batch 128] [--steps 20] [--repeats 3]
+                               [--conv_impl xla,eigen,im2col]
 
 Same net (conv32 3x3 - conv64 3x3 - maxpool 2 - dense128 - dense10, no dropout), AdamW,
-batch 128 of random 28x28x1 inputs. Frameworks run in alternation, `--repeats` rounds of
-`--steps` steps each after a warm-up, and the medians are reported with ratios to
-practice_jax measured in the same run. Frameworks that are not installed are skipped
+batch 128 of random 28x28x1 inputs; practice_jax once per `--conv_impl` (the model's
+conv/pool lowering, practice_jax/models/conv.py). Frameworks run in alternation,
+`--repeats` rounds of `--steps` steps each after a warm-up, and the medians are reported
+with ratios to the first practice_jax row measured in the same run; "% of peak" counts
+the FLOPs XLA reports for the first row's step (9.3 GFLOP). Frameworks that are not installed are skipped
 (PyTorch is a benchmark-only extra: `pip install torch==2.13.0`). Not part of the tests.
 """
 
@@ -23,7 +26,7 @@ import time
 import numpy as np
 
 
-def practice_jax_runner(batch: int):
+def practice_jax_runner(batch: int, conv_impl: str = "xla"):
   import jax
   import jax.numpy as jnp
 
@@ -41,7 +44,7 @@ def practice_jax_runner(batch: int):
                             np.array([0.13], np.float32), np.array([0.31], np.float32))
   config = base_config()
   config.model = model_config("cnn", features=(32, 64), pools=("none", "max"),
-                              padding="VALID", dense=(128,))
+                              padding="VALID", dense=(128,), conv_impl=conv_impl)
   config.schedule.name = "constant"
   task = ClassificationTask(config, data)
   tx = optim.build_optimizer(config.optimizer, optim.build_schedule(config.schedule, 1e-3, 1, 1))
@@ -134,12 +137,16 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--conv_impl", default="xla,eigen,im2col",
+                      help="comma-separated conv_impl values to run practice_jax with")
   parser.add_argument("--out", default="bench/results/step_speed.json")
   args = parser.parse_args()
 
+  impls = args.conv_impl.split(",")
+  makers = [(f"practice_jax[{impl}]" if len(impls) > 1 else "practice_jax",
+             functools.partial(practice_jax_runner, conv_impl=impl)) for impl in impls]
   runners, flops = {}, None
-  for name, make in (("practice_jax", practice_jax_runner), ("keras", keras_runner),
-                     ("pytorch", torch_runner)):
+  for name, make in makers + [("keras", keras_runner), ("pytorch", torch_runner)]:
     try:
       run, f = make(args.batch)
     except ImportError as e:
@@ -157,19 +164,20 @@ def main() -> None:
       run(args.steps)
       rates[name].append(args.steps / (time.perf_counter() - start))
   peak = statistics.median(peaks)
-  base = statistics.median(rates["practice_jax"])
+  first = next(iter(rates))                  # ratios are to the first practice_jax row
+  base = statistics.median(rates[first])
   result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "batch": args.batch, "flops_per_step": flops, "matmul_peak_gflops": peak,
             "steps_per_s": {k: statistics.median(v) for k, v in rates.items()},
             "all_runs": rates}
   print(f"fp32 matmul peak (2048^2, jax): {peak:.0f} GFLOP/s; train step: "
         f"{(flops or 0) / 1e9:.2f} GFLOP")
-  print(f"{'framework':<14}{'steps/s':>10}{'examples/s':>12}{'x practice_jax':>16}"
+  print(f"{'framework':<22}{'steps/s':>10}{'examples/s':>12}{'x ' + first:>24}"
         f"{'% of peak':>11}")
   for name, values in rates.items():
     r = statistics.median(values)
     frac = f"{100 * r * flops / 1e9 / peak:10.1f}%" if flops else ""
-    print(f"{name:<14}{r:10.2f}{r * args.batch:12.0f}{r / base:16.2f}{frac}")
+    print(f"{name:<22}{r:10.2f}{r * args.batch:12.0f}{r / base:24.2f}{frac}")
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)

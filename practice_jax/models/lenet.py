@@ -5,21 +5,28 @@ conv6 5x5 (padding 2) - tanh - avgpool 2 - conv16 5x5 - tanh - avgpool 2 - dense
 layer are replaced by a full conv and a linear layer, as in nearly every modern rendition.
 """
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
+
+from practice_jax.models import conv
 
 
 class LeNet5(nn.Module):
   num_classes: int
   activation: str = "tanh"        # "tanh" (the original) or "relu"
+  conv_impl: str = "auto"         # conv and pool lowering, see models/conv.py
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     act = nn.tanh if self.activation == "tanh" else nn.relu
-    x = act(nn.Conv(6, (5, 5), padding=2)(x))
-    x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-    x = act(nn.Conv(16, (5, 5), padding="VALID")(x))
-    x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+    impl = conv.check_impl(self.conv_impl)
+    conv_layer = nn.Conv if impl == "xla" else functools.partial(conv.Conv, impl=impl)
+    x = act(conv_layer(6, (5, 5), padding=2)(x))
+    x = conv.pool("avg", x, impl)
+    x = act(conv_layer(16, (5, 5), padding="VALID")(x))
+    x = conv.pool("avg", x, impl)
     x = x.reshape((x.shape[0], -1))
     x = act(nn.Dense(120)(x))
     x = act(nn.Dense(84)(x))

@@ -1,0 +1,186 @@
+"""A drop-in `flax.linen.Conv` (2-D, NHWC) with a choice of lowering, and fast 2x2 pools.
+
+XLA:CPU (jax 0.10) hands every NHWC f32 2-D convolution with more than 16 channels to
+YNNPACK (kernel gradients included), which is slow on the 2-vCPU EPYC this was measured
+on; so is the gradient of `nn.max_pool` (select-and-scatter). Medians, ms, for conv2 of
+the PyTorch-examples MNIST CNN (batch 128, 26x26x32 -> 24x24x64, 2.7 GFLOP a pass):
+
+  impl      forward  input grad  kernel grad
+  xla         46-52         9-11       55-62   (the input grad is not given to YNNPACK)
+  eigen        9-12         9-11       13-19
+  im2col         52           35          60   (building the 85 MB of patches: 48)
+
+and forward + both gradients of ResNet-shaped convs (batch 128, 32x32x64): 3x3 SAME
+278 / 153 / 258 ms (xla / eigen / im2col), 3x3 stride 2 -> 128: 150 / 104 / 105,
+1x1 stride 2 -> 128: 68 / 18 / 17.
+
+- ``"auto"`` (the models' default): "eigen" on CPU, "xla" on GPU and TPU, where XLA's
+  native convolutions are the fast path.
+- ``"xla"``: `lax.conv_general_dilated`, what `nn.Conv` runs (models use nn.Conv itself).
+- ``"eigen"``: stride 1: pad explicitly, then convolve with kh extra zero rows at the
+  bottom (sliced off again): the output is then taller than the input, which YNNPACK
+  refuses (and the kernel gradient's "filter" taller than its input), so XLA's own Eigen
+  kernel runs. Costs kh / output rows more FLOPs (3/24 for the MNIST CNN) and a padded
+  copy of the input. (With the padding left in the window instead, Eigen's kernel
+  gradient falls off a cliff: 3.1 s for the ResNet conv above.) Strided convs take the
+  im2col path; convs with at most 16 channels are left as they are.
+- ``"im2col"``: patches by slicing and concatenating, then one matmul. Memory bound here
+  (about 8 GB/s for a streaming pass), but it has no convolution op, and XLA:CPU runs
+  convolutions inside a while loop (`lax.scan`) about 70x slower (MNIST CNN train chunk:
+  0.3 steps/s vs 20.6 unrolled with "eigen"); im2col runs as fast in a scan as unrolled
+  (17.3 steps/s both).
+
+Pools for impl != "xla": `max_pool` has a custom gradient (4.0 ms vs nn.max_pool's 52 ms
+for relu + pool of [128, 24, 24, 64], forward and backward).
+
+Avoiding YNNPACK for every convolution, without the extra rows, is a compiler option:
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` before jax
+starts, or ``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_type":
+"LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})`` (MNIST CNN train step with impl "xla": 6.2 ->
+12.1 steps/s, the rest being nn.max_pool's gradient; "eigen": 20.2 with or without).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "eigen", "im2col")
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def check_impl(impl: str) -> str:
+  """The lowering `impl` names ("auto": "eigen" on CPU, XLA's native convolution on GPU
+  and TPU); a ValueError if it is not one of CONV_IMPLS."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"Unknown conv_impl {impl!r}: expected one of "
+                     f"{', '.join(CONV_IMPLS)}.")
+  if impl == "auto":
+    return "eigen" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _pairs(padding: Any, in_hw: Sequence[int], kernel_hw: Sequence[int],
+           strides: Sequence[int]) -> list[tuple[int, int]]:
+  """Explicit (low, high) padding per spatial dimension, as nn.Conv resolves it."""
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"Unsupported padding {padding!r}: use 'SAME', 'VALID' or integers.")
+    return list(lax.padtype_to_pads(in_hw, kernel_hw, strides, padding.upper()))
+  if isinstance(padding, int):
+    return [(padding, padding)] * len(kernel_hw)
+  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+
+
+def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
+           pads: Sequence[tuple[int, int]], impl: str = "xla") -> jnp.ndarray:
+  """NHWC x HWIO -> NHWC cross-correlation with explicit padding, as lax computes it."""
+  kh, kw, cin, cout = kernel.shape
+  out_h, out_w = ((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s
+                  in zip(x.shape[1:3], pads, (kh, kw), strides))
+  if impl == "eigen" and max(cin, cout) > 16:     # else YNNPACK would not take it anyway
+    if tuple(strides) != (1, 1):
+      impl = "im2col"
+    else:
+      x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+      y = lax.conv_general_dilated(x, kernel, strides, [(0, kh), (0, 0)],
+                                   dimension_numbers=_DIMS)
+      return y[:, :out_h]
+  if impl == "im2col":
+    x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    sh, sw = strides
+    cols = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    return (patches.reshape(-1, kh * kw * cin) @ kernel.reshape(-1, cout)).reshape(
+        x.shape[0], out_h, out_w, cout)
+  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMS)
+
+
+class Conv(nn.Module):
+  """2-D convolution on NHWC inputs with nn.Conv's parameters ('kernel' [kh, kw, cin,
+  cout], 'bias' [cout]), initializers and auto-name ("Conv_0", ...), so parameters and
+  checkpoints are interchangeable with nn.Conv's; `impl` picks the lowering."""
+  features: int
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: Any = "SAME"        # "SAME", "VALID", an int, or ((lo, hi), (lo, hi))
+  use_bias: bool = True
+  kernel_init: Callable = nn.linear.default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    impl = check_impl(self.impl)
+    ks = ((self.kernel_size,) * 2 if isinstance(self.kernel_size, int)
+          else tuple(self.kernel_size))
+    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features),
+                        jnp.float32)
+    pads = _pairs(self.padding, x.shape[1:3], ks, strides)
+    y = conv2d(x, kernel.astype(x.dtype), strides, pads, impl)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    return y
+
+
+@jax.custom_vjp
+def max_pool(x: jnp.ndarray) -> jnp.ndarray:
+  """nn.max_pool(x, (2, 2), strides=(2, 2)), with the same gradient (to the first maximum
+  of each window in row-major order) computed by comparisons instead of XLA's
+  select-and-scatter: relu + pool of [128, 24, 24, 64], forward and backward, 4.0 ms
+  against 52 ms (autodiff of a reshape + max, which splits ties: 9.1 ms)."""
+  return _max_windows(x)
+
+
+def _max_windows(x):
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def _max_pool_fwd(x):
+  # The winner's index is kept for the backward pass, so every window passes its
+  # gradient to exactly one input. (Comparing recomputed inputs with the stored maximum
+  # can find no winner at all when XLA recomputes the input in another fusion with other
+  # rounding; that lost gradients and made 1- and 8-device runs diverge.)
+  v = _windows(x)
+  best, index = v[:, :, 0, :, 0], jnp.zeros(v.shape[:2] + v.shape[3:4] + v.shape[5:], jnp.int8)
+  for k, (i, j) in enumerate(((0, 1), (1, 0), (1, 1)), start=1):
+    better = v[:, :, i, :, j] > best          # strict: ties go to the first, as nn's
+    best = jnp.where(better, v[:, :, i, :, j], best)
+    index = jnp.where(better, jnp.int8(k), index)
+  return _max_windows(x), (index, x.shape)
+
+
+def _max_pool_bwd(res, g):
+  index, (n, h, w, c) = res
+  rows = [jnp.stack([jnp.where(index == 2 * i + j, g, 0.0) for j in range(2)], axis=3)
+          for i in range(2)]
+  dx = jnp.stack(rows, axis=2).reshape(n, h // 2 * 2, w // 2 * 2, c)
+  return (jnp.pad(dx, [(0, 0), (0, h % 2), (0, w % 2), (0, 0)]),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def avg_pool(x: jnp.ndarray) -> jnp.ndarray:
+  """nn.avg_pool(x, (2, 2), strides=(2, 2)) as a reshape and a mean (same speed)."""
+  return _windows(x).mean(axis=(2, 4))
+
+
+def _windows(x: jnp.ndarray) -> jnp.ndarray:
+  """[n, h, w, c] -> [n, h/2, 2, w/2, 2, c], dropping an odd last row / column."""
+  n, h, w, c = x.shape
+  return x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+def pool(kind: str, x: jnp.ndarray, impl: str) -> jnp.ndarray:
+  """2x2 stride-2 "max" or "avg" pool: nn's reduce_window for impl "xla", else a reshape."""
+  if impl == "xla":
+    return (nn.max_pool if kind == "max" else nn.avg_pool)(x, (2, 2), strides=(2, 2))
+  return (max_pool if kind == "max" else avg_pool)(x)

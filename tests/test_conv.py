@@ -1,0 +1,124 @@
+"""models/conv.py: every conv_impl and the reshape pools match nn.Conv / nn.*_pool, forward
+and gradients, for the kernel sizes, strides and paddings the catalogue uses; the
+catalogue's CNNs give the same logits with any conv_impl from the same parameters."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from practice_jax.models import conv
+from practice_jax.models.cnn import CNN
+from practice_jax.models.lenet import LeNet5
+from practice_jax.models.resnet import ResNet
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+# LLVM -O0: these small graphs compile 5-10x faster (compiling dominates this file) and
+# the HLO passes that pick a convolution's kernel still run.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+# (kernel, stride, padding, in_features, features, size): what cnn.py, lenet.py and
+# resnet.py use, at small sizes. More than 16 channels where "eigen" takes its own path.
+CASES = [
+    (3, 1, "SAME", 3, 32, 8), (3, 1, "VALID", 32, 24, 9), (5, 1, "SAME", 4, 8, 8),
+    (5, 1, 2, 1, 6, 8), (5, 1, "VALID", 6, 16, 9), (3, 1, 1, 20, 20, 8),
+    (3, 2, 1, 17, 24, 8), (3, 2, 1, 8, 8, 7), (1, 2, "VALID", 20, 24, 8),
+]
+
+
+def _loss_grads(fn, params, x):
+  """The output, and the gradients of a weighted sum of it w.r.t. params and input."""
+  y = fn(params, x)
+  w = jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)   # nonuniform weights
+  return y, jax.grad(lambda p, x: jnp.sum(fn(p, x) * w), argnums=(0, 1))(params, x)
+
+
+def _all_cases(impl):
+  """_loss_grads for every case of CASES, all in one jit (compiling dominates the test)."""
+  rng = np.random.default_rng(0)
+  inputs = [(rng.normal(size=(2, size, size, cin)).astype(np.float32),
+             {"params": {"kernel": rng.normal(0, 0.3, (k, k, cin, cout)).astype(np.float32),
+                         "bias": rng.normal(size=cout).astype(np.float32)}})
+            for k, _, _, cin, cout, size in CASES]
+
+  def run(inputs):
+    outs = []
+    for (k, stride, padding, _, cout, _), (x, params) in zip(CASES, inputs):
+      layer = (nn.Conv(cout, (k, k), stride, padding=padding) if impl == "nn.Conv"
+               else conv.Conv(cout, k, stride, padding=padding, impl=impl))
+      outs.append(_loss_grads(layer.apply, params, x))
+    return outs
+  return jit(run)(inputs)
+
+
+@pytest.fixture(scope="module")
+def nn_conv_outputs():
+  return _all_cases("nn.Conv")
+
+
+@pytest.mark.parametrize("impl", conv.CONV_IMPLS)
+def test_conv_matches_nn_conv(impl, nn_conv_outputs):
+  for case, got, want in zip(CASES, _all_cases(impl), nn_conv_outputs):
+    chex.assert_trees_all_close(got, want, **TOL, custom_message=f"{impl} {case}")
+
+
+def test_params_match_nn_conv():
+  x = jnp.ones((1, 6, 6, 3))
+  for padding in ("SAME", 1):
+    want = nn.Conv(8, (3, 3), padding=padding).init(jax.random.key(1), x)
+    for impl in conv.CONV_IMPLS:
+      got = conv.Conv(8, 3, padding=padding, impl=impl).init(jax.random.key(1), x)
+      chex.assert_trees_all_equal(got, want)
+
+
+def test_unknown_impl_is_one_clear_error():
+  with pytest.raises(ValueError, match="Unknown conv_impl 'fft'"):
+    conv.Conv(4, 3, impl="fft").init(jax.random.key(0), jnp.ones((1, 4, 4, 1)))
+  with pytest.raises(ValueError, match="Unknown conv_impl"):
+    CNN(10, conv_impl="fft").init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("size", [8, 7])
+def test_pools_match_nn(kind, size):
+  x = np.random.default_rng(0).integers(0, 3, (2, size, size, 5)).astype(np.float32)  # ties
+  want = jit(_loss_grads, static_argnums=0)(lambda _, x: conv.pool(kind, x, "xla"), (), x)
+  got = jit(_loss_grads, static_argnums=0)(lambda _, x: conv.pool(kind, x, "eigen"), (), x)
+  chex.assert_trees_all_close(got, want, **TOL)
+
+
+def test_max_pool_gradient_goes_to_the_first_of_tied_maxima_like_nn():
+  x = jnp.array([[1., 1.], [0., 1.]])[None, :, :, None]
+  for pool in (conv.max_pool, lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))):
+    g = jax.grad(lambda x: pool(x).sum())(x)
+    np.testing.assert_array_equal(g[0, :, :, 0], [[1., 0.], [0., 0.]])
+
+
+MODELS = [
+    (CNN, dict(features=(32, 64), pools=("none", "max"), padding="VALID", dense=(16,)),
+     (28, 28, 1)),
+    (CNN, dict(), (28, 28, 1)),
+    (CNN, dict(kernel_size=5, batch_norm=True), (16, 16, 3)),
+    (LeNet5, dict(), (28, 28, 1)),
+    (ResNet, dict(stage_sizes=(1, 1), width=24), (16, 16, 3)),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,shape", MODELS)
+def test_models_give_same_logits(cls, kwargs, shape):
+  x = np.random.default_rng(0).normal(size=(4,) + shape).astype(np.float32)
+  ref = cls(10, **kwargs)
+  variables = ref.init(jax.random.key(1), x)
+  apply = lambda m: jit(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"]))
+  want = apply(ref)(variables, x)
+  for impl in conv.CONV_IMPLS[1:]:
+    mine = cls(10, conv_impl=impl, **kwargs)
+    chex.assert_trees_all_equal(variables, mine.init(jax.random.key(1), x))
+    got = apply(mine)(variables, x)
+    chex.assert_trees_all_close(got, want, **TOL, custom_message=impl)
