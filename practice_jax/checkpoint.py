@@ -25,9 +25,13 @@ class Checkpointer:
         self.directory,
         # Only the trainer (create=True) cleans up leftovers of killed saves; a reader
         # must never touch the temporary folder of a save in progress.
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                             cleanup_tmp_directories=create,
-                                             read_only=not create),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=create, cleanup_tmp_directories=create,
+            read_only=not create,
+            # Multi-process: the last and best checkpoints of one step are saved at once;
+            # their processes meet at barriers named per directory, not per step only.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=os.path.basename(self.directory))),
         item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:

@@ -96,6 +96,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.plots = True                         # write PNG learning curves
 
+  # How the steps run over the devices (practice_jax/parallel.py). config.batch_size is
+  # the global batch over all devices of all processes.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mode = "jit"                # jit (a device Mesh, the default) | pmap
+  # (data, fsdp) devices; -1 = all the others. With fsdp > 1, every state array of at
+  # least fsdp_min_size elements is split over the fsdp devices (jit mode only).
+  c.parallel.mesh_shape = (-1, 1)
+  c.parallel.fsdp_min_size = 2 ** 18
+
   # Language models: the samples written at the end of a run (samples.txt).
   c.sampling = ml_collections.ConfigDict()
   c.sampling.prompt = "\n"

@@ -24,6 +24,20 @@ _WORKDIR = flags.DEFINE_string(
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", "~/.cache/practice_jax/xla",
     "Persistent XLA compilation cache folder ('' to disable).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
+    "Multi-process runs: host:port of process 0's coordinator (default "
+    "$JAX_COORDINATOR_ADDRESS). Not needed under SLURM or on Cloud TPU VMs, which JAX "
+    "detects by itself.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", int(os.environ["JAX_NUM_PROCESSES"])
+    if os.environ.get("JAX_NUM_PROCESSES", "").isdigit() else None,
+    "Multi-process runs: how many processes (default $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", int(os.environ["JAX_PROCESS_ID"])
+    if os.environ.get("JAX_PROCESS_ID", "").isdigit() else None,
+    "Multi-process runs: this process's index, 0 .. num_processes-1 (default "
+    "$JAX_PROCESS_ID).")
 _CONFIG_CHANGE = flags.DEFINE_enum(
     "config_change", "refuse", ["refuse", "continue", "restart"],
     "When the workdir holds a run of a different config: refuse (default), continue from "
@@ -93,8 +107,21 @@ def main(argv: list[str]) -> int:
       "runs", os.path.splitext(os.path.basename(config_path))[0])
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep the console for progress and results
+  given = {"--coordinator_address": _COORDINATOR.value, "--num_processes":
+           _NUM_PROCESSES.value, "--process_id": _PROCESS_ID.value}
+  missing = [name for name, value in given.items() if value is None]
+  if 0 < len(missing) < 3:
+    _fail(f"A multi-process run needs --coordinator_address, --num_processes and "
+          f"--process_id together; {', '.join(missing)} is missing.")
+  if not missing and not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+    _fail(f"--process_id={_PROCESS_ID.value} must be in 0..{_NUM_PROCESSES.value - 1} "
+          f"(--num_processes={_NUM_PROCESSES.value}).")
   # Imported after flag parsing so that a bad flag is reported at once.
   import jax
+
+  from practice_jax import parallel
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
 
   from practice_jax import train
   from practice_jax.validation import validate

@@ -74,6 +74,15 @@ class _StopSignals:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
+  def agreed_signal(self, process_count: int) -> int | None:
+    """The signal to stop for; with several processes, the first any of them received,
+    so that all stop and save at the same step."""
+    if process_count == 1:
+      return self.signum
+    from jax.experimental import multihost_utils
+    seen = np.asarray(multihost_utils.process_allgather(np.int32(self.signum or 0)))
+    return int(seen.max()) or None
+
   def release(self) -> None:
     """Restores the previous handlers: signals act normally again."""
     for sig, handler in self._previous.items():
@@ -106,6 +115,13 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   a, b = _flatten(old), _flatten(new)
   return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
           if k not in _PORTABLE_KEYS and a.get(k) != b.get(k)]
+
+
+def _sync(name: str) -> None:
+  """Waits for every process (multi-process runs): process 0 has done its file work."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
@@ -200,16 +216,19 @@ class Experiment:
 def build(config: ml_collections.ConfigDict, metadata: dict | None = None) -> Experiment:
   """The experiment of `config` with its data; given a checkpoint's task `metadata`, a
   data-free one for inference (its optimizer only gives the state its structure)."""
-  parallel = DataParallel()
-  validate(config, parallel.num_devices)
+  validate(config, jax.device_count())
+  parallel = DataParallel(mode=config.parallel.mode, mesh=tuple(config.parallel.mesh_shape),
+                          fsdp_min_size=config.parallel.fsdp_min_size)
   task = tasks.build(config, metadata)
   if metadata is not None:
     tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1.0))
     return Experiment(config, parallel, task, tx, None, 1, 1)
-  steps_per_epoch = task.num_train_examples // config.batch_size
+  # Each process draws its share of every global batch from its own training examples.
+  steps_per_epoch = task.num_train_examples // (config.batch_size // parallel.process_count)
   if steps_per_epoch == 0:
     raise UserError(f"config.batch_size={config.batch_size} is larger than the "
-                    f"{task.num_train_examples} training examples; use a smaller batch.")
+                    f"{task.num_train_examples * parallel.process_count} training examples; "
+                    f"use a smaller batch.")
   total_steps = config.num_steps or max(1, int(round(config.num_epochs * steps_per_epoch)))
   schedule = optim.build_schedule(config.schedule, config.optimizer.learning_rate,
                                   total_steps, steps_per_epoch)
@@ -235,7 +254,7 @@ def load_trained(workdir: str, which: str | None = None, with_data: bool = False
                     f"for its first checkpoint).")
   metadata = None if with_data else ckpt.read_meta().get("task")
   exp = build(config, metadata)
-  state, _ = ckpt.restore(exp.parallel.replicate(exp.task.init_state(exp.tx)))
+  state, _ = ckpt.restore(exp.parallel.put_state(exp.task.init_state(exp.tx)))
   return exp, state, ckpt.latest_step(), which
 
 
@@ -251,10 +270,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   differences = _check_workdir(workdir, config, on_config_change)
   exp = build(config)                # loads the data: a data error leaves no trace
   if on_config_change == "restart" and os.path.isdir(os.path.join(workdir, LAST)):
-    _delete_run(workdir)
+    if jax.process_index() == 0:
+      _delete_run(workdir)
+    _sync("restart")
     print(f"--config_change=restart: deleted the previous run in {workdir} "
           f"({len(differences)} config keys differed).")
-  _prepare_workdir(workdir, config)
+  if jax.process_index() == 0:
+    _prepare_workdir(workdir, config)
+  _sync("workdir")
   with _StopSignals() as stop:
     return _train(exp, workdir, stop, started, wall_start)
 
@@ -265,7 +288,7 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
   parallel, task, steps_per_epoch, total_steps = (
       exp.parallel, exp.task, exp.steps_per_epoch, exp.total_steps)
 
-  state = parallel.replicate(task.init_state(exp.tx))
+  state = parallel.put_state(task.init_state(exp.tx))
   ckpt = Checkpointer(os.path.join(workdir, LAST), config.keep_checkpoints)
   best_ckpt = Checkpointer(os.path.join(workdir, BEST), 1)
   stopper = EarlyStopping(config.early_stopping.metric, config.early_stopping.patience,
@@ -283,23 +306,27 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
     window, epoch_sums = meta.get("window"), meta.get("epoch_sums")
     print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.")
   step = int(state.step)
-  writers.truncate_metrics(workdir, step)   # records past the checkpoint are redone
+  if parallel.is_main:
+    writers.truncate_metrics(workdir, step)   # records past the checkpoint are redone
   best_ckpt.delete_after(step)
-  progress = Progress(total_steps, steps_per_epoch, start_step=step)
+  progress = Progress(total_steps, steps_per_epoch, start_step=step,
+                      stream=None if parallel.is_main else open(os.devnull, "w"))
   n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
   progress.message(
       f"{config.model.name} ({n_params:,} parameters) on {config.data.name}: "
       f"{task.num_train_examples} training examples, {steps_per_epoch} steps/epoch, "
       f"{total_steps} steps, global batch {config.batch_size} on {parallel.num_devices} "
-      f"{jax.default_backend()} device(s).")
+      f"{jax.default_backend()} device(s)"
+      + (f" in {parallel.process_count} processes" if parallel.process_count > 1 else "")
+      + f", {config.parallel.mode} mode.")
 
-  train_data = parallel.replicate(task.train_data)
+  train_data = parallel.put_local(task.train_data)
   eval_data = {name: parallel.replicate(split) for name, split in task.eval_splits.items()}
   train_chunk = parallel.compile_train_chunk(
       functools.partial(task.train_step, tx=exp.tx), task.train_batch, config.batch_size)
   evaluate = parallel.compile_eval(task.eval_step, config.eval_batch_size)
   data_key = stream_key(config.seed, DATA_STREAM)
-  writer = writers.create_writer(workdir)
+  writer = writers.create_writer(workdir, active=parallel.is_main)
 
   perm_epoch, perm = None, None
   last_saved = ckpt.latest_step()
@@ -307,7 +334,7 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
     epoch, index = divmod(step, steps_per_epoch)
     if epoch != perm_epoch:
       perm_epoch = epoch
-      perm = parallel.replicate(epoch_permutation(data_key, epoch, task.num_train_examples))
+      perm = parallel.put_local(epoch_permutation(data_key, epoch, task.num_train_examples))
     k = config.steps_per_dispatch
     end_index = min((index // k + 1) * k, steps_per_epoch, index + total_steps - step)
     state, sums, params_finite = train_chunk(state, train_data, perm, index,
@@ -355,7 +382,8 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
             f"{stopper.patience} evaluations; the best was {stopper.best:.4f} at step "
             f"{stopper.best_step}.")
       writer.flush()
-    if (epoch_end or evaluate_now or stopper.stopped or stop.signum is not None or
+    signum = stop.agreed_signal(parallel.process_count)
+    if (epoch_end or evaluate_now or stopper.stopped or signum is not None or
         new_step // config.checkpoint_every_steps > step // config.checkpoint_every_steps):
       ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch,
                                   "early_stopping": dataclasses.asdict(stopper),
@@ -363,14 +391,14 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
                                   "task": task.metadata()})
       last_saved = new_step
     step = new_step
-    if stop.signum is not None and step < total_steps:
+    if signum is not None and step < total_steps:
       writer.close()
       ckpt.close()
       best_ckpt.close()
-      name = signal.Signals(stop.signum).name
+      name = signal.Signals(signum).name
       raise Preempted(f"Stopped by {name} at step {step} of {total_steps}; the checkpoint "
                       f"is saved in {ckpt.directory}. Re-run the same command to continue.",
-                      stop.signum)
+                      signum)
 
   stop.release()   # from here on the run is complete: signals act normally
   used = "last"
@@ -387,6 +415,8 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
   best_ckpt.close()
   report = task.write_report(state, parallel, workdir)
   wall = time.perf_counter() - wall_start
+  if not parallel.is_main:
+    return {"final": final, "steps": step}
   if config.plots:
     plots.learning_curves(writers.read_metrics(workdir),
                           os.path.join(workdir, "learning_curves.png"),

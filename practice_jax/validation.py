@@ -7,8 +7,8 @@ import re
 
 import ml_collections
 
-from practice_jax import models, optim, tasks
-from practice_jax.models import cnn
+from practice_jax import models, optim, parallel, tasks
+from practice_jax.models import cnn, conv
 from practice_jax.data import catalogue
 from practice_jax.errors import UserError
 
@@ -47,6 +47,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if "dropout" in key:
       _check(0.0 <= config.model[key] < 1.0,
              f"config.model.{key}={config.model[key]} must be in [0, 1).")
+  if "conv_impl" in config.model:
+    _check_name("convolution lowering (config.model.conv_impl)", config.model.conv_impl,
+                conv.CONV_IMPLS)
   pools = config.model.get("pools")
   if pools is not None:
     for p in pools:
@@ -83,6 +86,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
          f"config.schedule.step_fractions={tuple(sched.step_fractions)} must be fractions of "
          f"training in (0, 1).")
 
+  par = config.parallel
+  _check_name("parallel mode (config.parallel.mode)", par.mode, parallel.MODES)
+  mesh = tuple(par.mesh_shape)
+  _check(len(mesh) == 2 and parallel.mesh_shape(mesh, num_devices) is not None,
+         f"config.parallel.mesh_shape={mesh} does not fit the {num_devices} devices; give "
+         f"(data, fsdp) whose product is {num_devices}, one of them may be -1 (the rest).")
+  _check(par.mode == "jit" or parallel.mesh_shape(mesh, num_devices)[1] == 1,
+         "config.parallel.mode='pmap' replicates the state on every device; shard it with "
+         "mode='jit' and mesh_shape=(-1, N), or set mesh_shape=(-1, 1).")
+  _check(par.fsdp_min_size >= 0,
+         f"config.parallel.fsdp_min_size={par.fsdp_min_size} must be >= 0.")
   for key in ("batch_size", "eval_batch_size"):
     _check(config[key] > 0, f"config.{key}={config[key]} must be positive.")
     _check(config[key] % num_devices == 0,

@@ -67,16 +67,43 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_classification(cfg: ml_collections.ConfigDict) -> ClassificationData:
+  """The dataset of `cfg`. With several processes (multi-host), each reads only its own
+  equal share of the training examples (``tfds.even_splits``); the channel statistics
+  are combined over all shares; validation and test splits are read whole by every
+  process (each evaluates its part of every batch)."""
   spec = catalogue.CATALOGUE[cfg.name]
   builder = tfds_source.prepare(cfg.name, cfg.data_dir, cfg.manual_dir)
-  train, validation = split_validation(tfds_source.load_split(builder, spec.train_split),
-                                       cfg.validation_size)
-  mean, std = channel_stats(train["image"])
+  process, count = jax.process_index(), jax.process_count()
+  if count == 1:
+    train, validation = split_validation(tfds_source.load_split(builder, spec.train_split),
+                                         cfg.validation_size)
+    mean, std = channel_stats(train["image"])
+  else:
+    n = builder.info.splits[spec.train_split].num_examples
+    split_validation({"label": np.zeros(n)}, cfg.validation_size)   # checks the size
+    keep = n - cfg.validation_size
+    shard = tfds_source.even_split(f"{spec.train_split}[:{keep}]", count, process)
+    train = tfds_source.load_split(builder, shard)
+    validation = (tfds_source.load_split(builder, f"{spec.train_split}[{keep}:]")
+                  if cfg.validation_size else None)
+    mean, std = _global_channel_stats(train["image"])
   return ClassificationData(
       train=train, validation=validation,
       test=tfds_source.load_split(builder, spec.test_split),
       num_classes=spec.num_classes, class_names=tfds_source.class_names(builder),
       mean=mean, std=std)
+
+
+def _global_channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """channel_stats over the training images of all processes together."""
+  from jax.experimental import multihost_utils
+  x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+  local = np.concatenate([[len(x)], x.sum(0), (x * x).sum(0)]).astype(np.float32)
+  total = np.asarray(multihost_utils.process_allgather(local), np.float64).sum(0)
+  c = images.shape[-1]
+  mean = total[1:1 + c] / total[0]
+  std = np.sqrt(np.maximum(total[1 + c:] / total[0] - mean * mean, 0.0))
+  return mean.astype(np.float32), std.astype(np.float32)
 
 
 def pad_for_eval(split: Split, batch_size: int) -> Split:

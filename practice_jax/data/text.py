@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -75,3 +76,13 @@ def fixed_windows(tokens: np.ndarray, length: int, max_windows: int) -> np.ndarr
   chosen = min(count, max_windows) if max_windows else count
   starts = np.linspace(0, (count - 1) * length, chosen).astype(np.int64)
   return np.stack([tokens[s:s + length] for s in starts])
+
+
+def process_shard(tokens: np.ndarray) -> np.ndarray:
+  """This process's contiguous, equal share of the training text (all of it with one
+  process); random windows are then drawn from within the share."""
+  count = jax.process_count()
+  if count == 1:
+    return tokens
+  size = len(tokens) // count
+  return tokens[jax.process_index() * size:(jax.process_index() + 1) * size]

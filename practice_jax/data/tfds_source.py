@@ -98,5 +98,11 @@ def load_split(builder, split: str) -> dict[str, np.ndarray]:
           "label": np.concatenate([c["label"] for c in chunks]).astype(np.int32)}
 
 
+def even_split(split: str, count: int, index: int) -> str:
+  """Part `index` of `split` cut into `count` equal parts (the remainder is dropped, so
+  every process takes the same number of steps per epoch)."""
+  return _tfds().even_splits(split, n=count, drop_remainder=True)[index]
+
+
 def class_names(builder) -> list[str]:
   return list(builder.info.features["label"].names)

@@ -28,8 +28,8 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "gpt": GPT,
 }
 
-# Settings that come from the data, not from config.model.
-DATA_SETTINGS = ("num_classes", "block_size")
+# Settings that come from the data or the run (pmap's axis), not from config.model.
+DATA_SETTINGS = ("num_classes", "block_size", "axis_name")
 
 
 def names() -> list[str]:
@@ -50,9 +50,15 @@ def defaults(name: str) -> dict:
   return {k: fields[k].default for k in hyperparameters(name)}
 
 
-def build(name: str, num_classes: int, block_size: int | None = None, **kwargs) -> nn.Module:
-  """Model `name` with its config settings; `block_size` is passed to models that take it."""
+def build(name: str, num_classes: int, block_size: int | None = None,
+          axis_name: str | None = None, **kwargs) -> nn.Module:
+  """Model `name` with its config settings; `block_size` is passed to models that take
+  it, and `axis_name` (pmap mode: batch norm statistics and dropout masks over all
+  devices) to every model."""
   cls = _REGISTRY[name]
-  if block_size is not None and "block_size" in {f.name for f in dataclasses.fields(cls)}:
+  fields = {f.name for f in dataclasses.fields(cls)}
+  if block_size is not None and "block_size" in fields:
     kwargs["block_size"] = block_size
+  if axis_name is not None and "axis_name" in fields:
+    kwargs["axis_name"] = axis_name
   return cls(num_classes=num_classes, **kwargs)

@@ -7,9 +7,13 @@ conv_dropout=0.25, dense=(128,), dense_dropout=0.5``.
 """
 
 from collections.abc import Sequence
+import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from practice_jax.models import conv
+from practice_jax.models.layers import Dropout
 
 POOLS = ("avg", "max", "none")
 
@@ -24,22 +28,25 @@ class CNN(nn.Module):
   conv_dropout: float = 0.0               # after the last conv stage
   dense: Sequence[int] = (256,)
   dense_dropout: float = 0.0              # after every hidden dense layer
+  conv_impl: str = "auto"                 # conv and pool lowering, see models/conv.py
+  axis_name: str | None = None            # set by the task in pmap mode (models/layers.py)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     k = (self.kernel_size, self.kernel_size)
+    impl = conv.check_impl(self.conv_impl)
+    conv_layer = nn.Conv if impl == "xla" else functools.partial(conv.Conv, impl=impl)
     for width, pool in zip(self.features, self.pools, strict=True):
-      x = nn.Conv(width, k, padding=self.padding, use_bias=not self.batch_norm)(x)
+      x = conv_layer(width, k, padding=self.padding, use_bias=not self.batch_norm)(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                         axis_name=self.axis_name)(x)
       x = nn.relu(x)
-      if pool == "avg":
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-      elif pool == "max":
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = nn.Dropout(self.conv_dropout, deterministic=not train)(x)
+      if pool != "none":
+        x = conv.pool(pool, x, impl)
+    x = Dropout(self.conv_dropout, not train, self.axis_name)(x)
     x = x.reshape((x.shape[0], -1))
     for width in self.dense:
       x = nn.relu(nn.Dense(width)(x))
-      x = nn.Dropout(self.dense_dropout, deterministic=not train)(x)
+      x = Dropout(self.dense_dropout, not train, self.axis_name)(x)
     return nn.Dense(self.num_classes)(x)

@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from practice_jax.models.layers import Dropout
+
 _INIT = nn.initializers.normal(stddev=0.02)
 
 
@@ -16,6 +18,7 @@ class CausalSelfAttention(nn.Module):
   num_heads: int
   dropout: float
   num_layers: int
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -27,23 +30,25 @@ class CausalSelfAttention(nn.Module):
     # Residual projections scaled by 1/sqrt(2 * layers), as in GPT-2.
     proj_init = nn.initializers.normal(stddev=0.02 / (2 * self.num_layers) ** 0.5)
     y = nn.Dense(c, kernel_init=proj_init, name="proj")(y.reshape(b, t, c))
-    return nn.Dropout(self.dropout, deterministic=not train)(y)
+    return Dropout(self.dropout, not train, self.axis_name)(y)
 
 
 class Block(nn.Module):
   num_heads: int
   dropout: float
   num_layers: int
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     c = x.shape[-1]
-    x = x + CausalSelfAttention(self.num_heads, self.dropout, self.num_layers)(
+    x = x + CausalSelfAttention(self.num_heads, self.dropout, self.num_layers,
+                                    self.axis_name)(
         nn.LayerNorm()(x), train)
     h = nn.gelu(nn.Dense(4 * c, kernel_init=_INIT)(nn.LayerNorm()(x)))
     proj_init = nn.initializers.normal(stddev=0.02 / (2 * self.num_layers) ** 0.5)
     h = nn.Dense(c, kernel_init=proj_init)(h)
-    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+    return x + Dropout(self.dropout, not train, self.axis_name)(h)
 
 
 class GPT(nn.Module):
@@ -54,6 +59,7 @@ class GPT(nn.Module):
   embed_dim: int = 384
   dropout: float = 0.2
   tie_embeddings: bool = True
+  axis_name: str | None = None   # set by the task in pmap mode (models/layers.py)
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -61,9 +67,9 @@ class GPT(nn.Module):
     wte = nn.Embed(self.num_classes, self.embed_dim, embedding_init=_INIT, name="wte")
     wpe = nn.Embed(self.block_size, self.embed_dim, embedding_init=_INIT, name="wpe")
     x = wte(tokens) + wpe(jnp.arange(t))[None]
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = Dropout(self.dropout, not train, self.axis_name)(x)
     for _ in range(self.num_layers):
-      x = Block(self.num_heads, self.dropout, self.num_layers)(x, train)
+      x = Block(self.num_heads, self.dropout, self.num_layers, self.axis_name)(x, train)
     x = nn.LayerNorm()(x)
     if self.tie_embeddings:
       return wte.attend(x)

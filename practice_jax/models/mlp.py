@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from practice_jax.models.layers import Dropout
+
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "tanh": nn.tanh, "sigmoid": nn.sigmoid,
                "silu": nn.silu}
 
@@ -14,11 +16,12 @@ class MLP(nn.Module):
   hidden: Sequence[int] = (512,)
   activation: str = "relu"
   dropout: float = 0.0
+  axis_name: str | None = None   # set by the task in pmap mode (models/layers.py)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = ACTIVATIONS[self.activation](nn.Dense(width)(x))
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = Dropout(self.dropout, not train, self.axis_name)(x)
     return nn.Dense(self.num_classes)(x)

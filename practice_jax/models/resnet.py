@@ -7,27 +7,31 @@ average pooling and a linear classifier. Batch norm statistics live in the 'batc
 collection, carried in the train state.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from practice_jax.models import conv
 
 
 class BasicBlock(nn.Module):
   features: int
   strides: int
   norm: functools.partial
+  conv_layer: Callable = nn.Conv
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     residual = x
-    y = nn.Conv(self.features, (3, 3), self.strides, padding=1, use_bias=False)(x)
+    y = self.conv_layer(self.features, (3, 3), self.strides, padding=1, use_bias=False)(x)
     y = nn.relu(self.norm()(y))
-    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
+    y = self.conv_layer(self.features, (3, 3), padding=1, use_bias=False)(y)
     y = self.norm(scale_init=nn.initializers.zeros)(y)  # each block starts as identity
     if residual.shape != y.shape:
-      residual = nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(residual)
+      residual = self.conv_layer(self.features, (1, 1), self.strides,
+                                 use_bias=False)(residual)
       residual = self.norm()(residual)
     return nn.relu(y + residual)
 
@@ -37,16 +41,21 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int] = (2, 2, 2, 2)     # ResNet-18
   width: int = 64
   bn_momentum: float = 0.9
+  conv_impl: str = "auto"                       # conv lowering, see models/conv.py
+  axis_name: str | None = None                  # set by the task in pmap mode
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=1e-5)
-    x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False)(x)
+                             momentum=self.bn_momentum, epsilon=1e-5,
+                             axis_name=self.axis_name)
+    impl = conv.check_impl(self.conv_impl)
+    conv_layer = nn.Conv if impl == "xla" else functools.partial(conv.Conv, impl=impl)
+    x = conv_layer(self.width, (3, 3), padding=1, use_bias=False)(x)
     x = nn.relu(norm()(x))
     for stage, blocks in enumerate(self.stage_sizes):
       for block in range(blocks):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = BasicBlock(self.width * 2 ** stage, strides, norm)(x)
+        x = BasicBlock(self.width * 2 ** stage, strides, norm, conv_layer)(x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)

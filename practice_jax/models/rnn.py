@@ -4,6 +4,8 @@ LSTM (or GRU) layers, dropout between layers, a linear projection to the vocabul
 import flax.linen as nn
 import jax.numpy as jnp
 
+from practice_jax.models.layers import Dropout
+
 
 class RNNLanguageModel(nn.Module):
   num_classes: int                # vocabulary size
@@ -12,6 +14,7 @@ class RNNLanguageModel(nn.Module):
   num_layers: int = 2
   embed_dim: int = 64
   dropout: float = 0.0
+  axis_name: str | None = None   # set by the task in pmap mode (models/layers.py)
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -20,5 +23,5 @@ class RNNLanguageModel(nn.Module):
       cell = (nn.OptimizedLSTMCell(self.hidden) if self.cell == "lstm"
               else nn.GRUCell(self.hidden))
       x = nn.RNN(cell)(x)
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = Dropout(self.dropout, not train, self.axis_name)(x)
     return nn.Dense(self.num_classes)(x)

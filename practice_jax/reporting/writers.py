@@ -2,13 +2,15 @@
 
 Every scalar written goes to both ``<workdir>/tensorboard`` and ``<workdir>/metrics.jsonl``;
 the JSONL file is what plots, reports and run comparisons read (one record per line:
-``{"step": ..., "split": "train", "loss": ..., ...}``).
+``{"step": ..., "split": "train", "loss": ..., ..., "time": unix seconds}``; the time
+lets benchmarks measure time to a target from process start).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +32,8 @@ class JsonlWriter:
       split, _, name = key.rpartition("/")
       by_split.setdefault(split or "train", {})[name] = float(value)
     for split, values in by_split.items():
-      self._file.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+      self._file.write(json.dumps({"step": int(step), "split": split, **values,
+                                   "time": round(time.time(), 3)}) + "\n")
 
   def write_summaries(self, step, values, metadata=None):
     pass
@@ -75,8 +78,12 @@ def truncate_metrics(workdir: str, last_step: int) -> None:
     f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def create_writer(workdir: str):
+def create_writer(workdir: str, active: bool = True):
+  """TensorBoard + JSONL writers; with `active` False (processes other than 0 of a
+  multi-process run) one that writes nothing."""
   from clu import metric_writers  # imports TensorFlow: only when a run really starts
+  if not active:
+    return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter([
       metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")),
       JsonlWriter(os.path.join(workdir, METRICS_FILE)),

@@ -17,6 +17,7 @@ from practice_jax.data import augment, in_memory
 from practice_jax.reporting import classification as report_lib
 from practice_jax.reporting import plots
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
+from practice_jax.tasks.common import all_reduce, is_main_process, pmap_axis
 
 Metrics = dict[str, jax.Array]
 
@@ -34,7 +35,8 @@ class ClassificationTask:
               in_memory.load_classification(config.data))
     self.data = data
     model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    self.model = models.build(config.model.name, self.data.num_classes, **model_kwargs)
+    self.model = models.build(config.model.name, self.data.num_classes,
+                              axis_name=pmap_axis(config), **model_kwargs)
     self.label_smoothing = config.label_smoothing
     self.mean = jnp.asarray(self.data.mean)
     self.std = jnp.asarray(self.data.std)
@@ -85,11 +87,14 @@ class ClassificationTask:
             "count": jnp.sum(mask)}
 
   def train_step(self, state: TrainState, batch: dict[str, jax.Array],
-                 tx: optax.GradientTransformation) -> tuple[TrainState, Metrics]:
+                 tx: optax.GradientTransformation, axis_name: str | None = None
+                 ) -> tuple[TrainState, Metrics]:
+    """One optimizer step. Under pmap (`axis_name` given) the gradients are averaged and
+    the metric sums added over the devices."""
     aug_key, dropout_key = jax.random.split(state.step_key())
     aug = self.config.augment
     images = self.preprocess(augment.augment(aug_key, batch["image"], aug.crop_padding,
-                                             aug.horizontal_flip))
+                                             aug.horizontal_flip, axis_name))
     labels = batch["label"]
     targets = optax.smooth_labels(jax.nn.one_hot(labels, self.data.num_classes),
                                   self.label_smoothing)
@@ -100,13 +105,15 @@ class ClassificationTask:
       return optax.softmax_cross_entropy(logits, targets).mean(), (logits, model_state)
 
     grads, (logits, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = all_reduce(jax.lax.pmean, grads, axis_name)
     # Reported: plain cross-entropy, comparable with validation even under smoothing.
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state, model_state=model_state)
-    return new_state, self._sums(logits, labels, losses, jnp.ones_like(losses))
+    return new_state, all_reduce(jax.lax.psum, self._sums(
+        logits, labels, losses, jnp.ones_like(losses)), axis_name)
 
   def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
     logits = self.logits(state, batch["image"])
@@ -136,6 +143,8 @@ class ClassificationTask:
     labels = self.eval_splits[split]["label"][:n]
     cm = report_lib.confusion_matrix(labels, logits[:n].argmax(-1), self.data.num_classes)
     report = report_lib.classification_report(cm, self.data.class_names)
+    if not is_main_process():
+      return {"report": report, "text": ""}
     text = (f"{split} split, {n} examples\n\n" + report_lib.format_report(report) + "\n\n"
             + report_lib.format_confusion_matrix(cm, self.data.class_names) + "\n")
     with open(os.path.join(workdir, f"{split}_report.txt"), "w", encoding="utf-8") as f:

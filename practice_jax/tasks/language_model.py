@@ -17,6 +17,7 @@ import optax
 from practice_jax import models
 from practice_jax.data import text
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
+from practice_jax.tasks.common import all_reduce, is_main_process, pmap_axis
 
 Metrics = dict[str, jax.Array]
 
@@ -34,9 +35,9 @@ class LanguageModelTask:
     else:
       data = text.load_text(config.data)
       self.vocab = data.vocab
-      self.train_data = {"tokens": data.train}
+      self.train_data = {"tokens": text.process_shard(data.train)}
       # Every offset at which a whole (input, target) window fits is one "example".
-      self.num_train_examples = len(data.train) - self.block_size
+      self.num_train_examples = len(self.train_data["tokens"]) - self.block_size
       windows = {name: text.fixed_windows(tokens, self.block_size + 1, config.data.eval_windows)
                  for name, tokens in (("validation", data.validation), ("test", data.test))}
       from practice_jax.data import in_memory
@@ -44,7 +45,8 @@ class LanguageModelTask:
                           for name, w in windows.items()}
     model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
     self.model = models.build(config.model.name, self.vocab.size,
-                              block_size=self.block_size, **model_kwargs)
+                              block_size=self.block_size, axis_name=pmap_axis(config),
+                              **model_kwargs)
 
   def metadata(self) -> dict:
     return {"vocab": self.vocab.chars}
@@ -74,7 +76,8 @@ class LanguageModelTask:
     return {"loss_sum": jnp.sum(losses * weights), "correct": jnp.sum(correct * weights),
             "count": jnp.sum(weights)}
 
-  def train_step(self, state: TrainState, batch, tx) -> tuple[TrainState, Metrics]:
+  def train_step(self, state: TrainState, batch, tx, axis_name: str | None = None
+                 ) -> tuple[TrainState, Metrics]:
     inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
 
     def loss_fn(params):
@@ -84,10 +87,12 @@ class LanguageModelTask:
       return losses.mean(), (logits, losses)
 
     grads, (logits, losses) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = all_reduce(jax.lax.pmean, grads, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                               params=optax.apply_updates(state.params, updates))
-    return new_state, self._sums(logits, targets, losses, jnp.ones(targets.shape[:1]))
+    return new_state, all_reduce(jax.lax.psum, self._sums(
+        logits, targets, losses, jnp.ones(targets.shape[:1])), axis_name)
 
   def eval_step(self, state: TrainState, batch) -> Metrics:
     tokens = batch["tokens"]
@@ -149,6 +154,8 @@ class LanguageModelTask:
     cfg = self.config.sampling
     sample = self.sample(state, self._config_prompt(), cfg.length, cfg.temperature,
                          cfg.top_k, seed=0)
+    if not is_main_process():
+      return
     folder = os.path.join(workdir, "samples_during_training")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"step_{step:08d}.txt"), "w", encoding="utf-8") as f:
@@ -163,6 +170,8 @@ class LanguageModelTask:
     samples = [self.sample(state, prompt, cfg.length, cfg.temperature, cfg.top_k, seed)
                for seed in range(cfg.num_samples)]
     text_out = "\n\n".join(f"--- sample {i} (seed {i}) ---\n{s}" for i, s in enumerate(samples))
+    if not is_main_process():
+      return {"text": "", "samples": samples}
     with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
       f.write(text_out + "\n")
     return {"text": text_out, "samples": samples}

@@ -1,6 +1,7 @@
 """Run by tests/test_parallel.py in a subprocess with 8 simulated CPU devices: trains the
-same steps on 1 device and on all 8 (batch sharded over a Mesh) and prints the largest
-parameter difference. XLA_FLAGS must be set before jax is imported, hence a subprocess."""
+same 8 steps on 1 device and on all 8 in each parallel layout (jit over a data mesh, pmap,
+jit over a data x fsdp mesh) and prints, per layout, the largest difference from the
+single-device run. XLA_FLAGS must be set before jax is imported, hence a subprocess."""
 
 import functools
 import json
@@ -16,6 +17,13 @@ from practice_jax.data.in_memory import ClassificationData
 from practice_jax.parallel import DataParallel
 from practice_jax.tasks.classification import ClassificationTask
 
+LAYOUTS = {
+    "one_device": dict(n=1, mode="jit", mesh=(-1, 1)),
+    "jit": dict(n=8, mode="jit", mesh=(-1, 1)),
+    "pmap": dict(n=8, mode="pmap", mesh=(-1, 1)),
+    "fsdp": dict(n=8, mode="jit", mesh=(2, 4)),
+}
+
 
 def main() -> None:
   assert jax.device_count() == 8, jax.devices()
@@ -24,35 +32,47 @@ def main() -> None:
            "label": rng.integers(0, 4, 256).astype(np.int32)}
   data = ClassificationData(split, None, split, 4, list("abcd"),
                             np.array([0.5], np.float32), np.array([0.3], np.float32))
-  config = base_config()
-  config.model = model_config("cnn", features=(8,), pools=("max",), batch_norm=True,
-                              dense=(16,), dense_dropout=0.3)
-  config.augment.crop_padding = 2
-  config.augment.horizontal_flip = True
-  config.schedule.name = "constant"
-  config.eval_batch_size = 64
-  task = ClassificationTask(config, data)
-  tx = optim.build_optimizer(config.optimizer, optim.build_schedule(config.schedule, 1e-2, 8, 8))
-  results = {}
-  for n in (1, 8):
-    parallel = DataParallel(jax.devices()[:n])
+  results, sharded = {}, {}
+  for name, layout in LAYOUTS.items():
+    config = base_config()
+    config.model = model_config("cnn", features=(8,), pools=("max",), batch_norm=True,
+                                dense=(16,), conv_dropout=0.2, dense_dropout=0.3)
+    config.augment.crop_padding = 2
+    config.augment.horizontal_flip = True
+    config.schedule.name = "constant"
+    config.eval_batch_size = 64
+    config.parallel.mode = layout["mode"]
+    task = ClassificationTask(config, data)
+    tx = optim.build_optimizer(config.optimizer,
+                               optim.build_schedule(config.schedule, 1e-2, 8, 8))
+    parallel = DataParallel(jax.devices()[:layout["n"]], mode=layout["mode"],
+                            mesh=layout["mesh"], fsdp_min_size=64)
     chunk = parallel.compile_train_chunk(functools.partial(task.train_step, tx=tx),
                                          task.train_batch, batch_size=32)
-    state = parallel.replicate(task.init_state(tx))
-    train = parallel.replicate(task.train_data)
-    perm = parallel.replicate(jnp.arange(256)[::-1])
+    state = parallel.put_state(task.init_state(tx))
+    train = parallel.put_local(task.train_data)
+    perm = parallel.put_local(jnp.arange(256)[::-1])
     state, sums, _ = chunk(state, train, perm, 0, num_steps=4)
     state, sums, _ = chunk(state, train, perm, 4, num_steps=4)
+    # How many parameter arrays the fsdp axis split (the others are replicated).
+    sharded[name] = sum(not leaf.sharding.is_fully_replicated
+                        for leaf in jax.tree.leaves(state.params))
     evaluate = parallel.compile_eval(task.eval_step, 64)
-    results[n] = (jax.device_get(state), jax.device_get(sums),
-                  jax.device_get(evaluate(state, parallel.replicate(task.eval_splits["test"]))))
-  (s1, m1, e1), (s8, m8, e8) = results[1], results[8]
-  diff = lambda a, b: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-                          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  print(json.dumps({"params": diff(s1.params, s8.params),
-                    "batch_stats": diff(s1.model_state, s8.model_state),
-                    "train_metrics": diff(m1, m8), "eval_metrics": diff(e1, e8),
-                    "steps": int(s8.step)}))
+    results[name] = (jax.device_get(state), jax.device_get(sums),
+                     jax.device_get(evaluate(state, parallel.replicate(task.eval_splits["test"]))))
+
+  def diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+  s1, m1, e1 = results["one_device"]
+  out = {}
+  for name, (s, m, e) in results.items():
+    out[name] = {"params": diff(s1.params, s.params),
+                 "opt_state": diff(s1.opt_state, s.opt_state),
+                 "batch_stats": diff(s1.model_state, s.model_state),
+                 "train_metrics": diff(m1, m), "eval_metrics": diff(e1, e),
+                 "steps": int(s.step), "sharded_params": sharded[name]}
+  print(json.dumps(out))
 
 
 if __name__ == "__main__":
