@@ -21,9 +21,11 @@ loading and compilation included); runs alternate between frameworks round-robin
   dropout 0.5 - dense10), batch 128, test accuracy after every epoch, stop at the first
   epoch at or above the target (or after --max_epochs). Torch: DataLoader over a
   shuffled TensorDataset, torch.set_num_threads(os.cpu_count()), Adadelta lr 1.0 with
-  StepLR gamma 0.7 as in pytorch/examples (default; --torch_optimizer adamw: AdamW
-  lr 1e-3). Keras: model.fit on the numpy arrays, Adam lr 1e-3, a callback that evaluates
-  and sets model.stop_training. Each epoch the child prints
+  StepLR gamma 0.7 as in pytorch/examples (default), or --torch_optimizer adamw (AdamW
+  lr 1e-3): in one check (seed 0, batch 128) they reached 98.46/98.72/99.02% and
+  98.32/98.75/98.99% after epochs 1/2/3 at the same cost per step, so the examples'
+  recipe is kept. Keras: model.fit on the numpy arrays, Adam lr 1e-3, a callback that
+  evaluates and sets model.stop_training. Each epoch the child prints
   `EPOCH n TEST_ACC x ELAPSED_FROM_PROCESS_START y`, y counted from the parent's launch
   time; the time to target is y of the first epoch at or above the target.
 
@@ -51,7 +53,7 @@ import time
 _LAUNCH = time.time()   # a child run on its own counts from here
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ("practice_jax", "torch", "keras")
-NEEDS = {"practice_jax": ("practice_jax", "jax", "flax"), "torch": ("torch",),
+NEEDS = {"practice_jax": ("jax", "flax", "optax"), "torch": ("torch",),
          "keras": ("keras", "tensorflow")}
 EPOCH_LINE = re.compile(r"^EPOCH (\d+) TEST_ACC ([\d.]+) ELAPSED_FROM_PROCESS_START ([\d.]+)")
 
@@ -244,9 +246,11 @@ def print_table(summary: dict[str, dict], target: float) -> None:
   print(f"\n{'framework':<14}{'median time to ' + f'{100 * target:g}%':>24}{'reached':>9}"
         f"{'median acc':>12}{'epochs':>8}{'x practice_jax':>16}")
   for framework, s in summary.items():
-    acc = fmt(s["median_accuracy"] * 100 if s["median_accuracy"] is not None else None, ".2f")
-    print(f"{framework:<14}{fmt(s['median_time_s'], '22.1f') + ' s':>24}"
-          f"{str(s['reached']) + '/' + str(s['runs']):>9}{acc + '%':>12}"
+    acc = (f"{100 * s['median_accuracy']:.2f}%" if s["median_accuracy"] is not None
+           else "-")
+    time_s = fmt(s["median_time_s"], ".1f") + (" s" if s["median_time_s"] else "")
+    print(f"{framework:<14}{time_s:>24}"
+          f"{str(s['reached']) + '/' + str(s['runs']):>9}{acc:>12}"
           f"{fmt(s['median_epochs'], '.3g'):>8}{fmt(s['ratio_to_practice_jax'], '.2f'):>16}")
   print("(time: practice_jax launch to exit after its full epoch budget; baselines launch "
         "to the end of the first epoch at or above the target. acc: practice_jax final "
@@ -290,6 +294,8 @@ def main() -> None:
       print(f"skipping {framework}: {', '.join(missing)} not installed")
     else:
       frameworks.append(framework)
+  if "practice_jax" in frameworks and not os.path.isfile(args.config):
+    parser.error(f"config file {args.config} does not exist; pass --config=...")
   logdir = tempfile.mkdtemp(prefix="time_to_accuracy_")
   cpu = cpu_model()
   print(f"{cpu}, {os.cpu_count()} CPUs; "

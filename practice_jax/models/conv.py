@@ -14,8 +14,9 @@ and forward + both gradients of ResNet-shaped convs (batch 128, 32x32x64): 3x3 S
 278 / 153 / 258 ms (xla / eigen / im2col), 3x3 stride 2 -> 128: 150 / 104 / 105,
 1x1 stride 2 -> 128: 68 / 18 / 17.
 
-- ``"auto"`` (the models' default): "eigen" on CPU, "xla" on GPU and TPU, where XLA's
-  native convolutions are the fast path.
+- ``"auto"`` (the models' default): on GPU and TPU "xla", XLA's native convolutions
+  being the fast path there; on CPU, per convolution, whichever lowering measured fastest
+  for its shape (see `_auto`), and the fast max-pool gradient below.
 - ``"xla"``: `lax.conv_general_dilated`, what `nn.Conv` runs (models use nn.Conv itself).
 - ``"eigen"``: stride 1: pad explicitly, then convolve with kh extra zero rows at the
   bottom (sliced off again): the output is then taller than the input, which YNNPACK
@@ -60,8 +61,8 @@ def check_impl(impl: str) -> str:
   if impl not in CONV_IMPLS:
     raise ValueError(f"Unknown conv_impl {impl!r}: expected one of "
                      f"{', '.join(CONV_IMPLS)}.")
-  if impl == "auto":
-    return "eigen" if jax.default_backend() == "cpu" else "xla"
+  if impl == "auto" and jax.default_backend() != "cpu":
+    return "xla"
   return impl
 
 
@@ -77,12 +78,27 @@ def _pairs(padding: Any, in_hw: Sequence[int], kernel_hw: Sequence[int],
   return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
 
 
+def _auto(cin: int, out_pixels: int, strides: Sequence[int]) -> str:
+  """The lowering "auto" picks on CPU for one convolution, from measurements on the
+  2-vCPU EPYC (forward + both gradients, batch 128, ms; measured while the machine was
+  also running another job, so compare within a row): 26x26x32 -> 24x24x64 VALID: xla
+  162, eigen 91; 14x14x32 -> 14x14x64 SAME: xla 19, eigen 22; 28x28x1 -> 28x28x32 SAME:
+  xla 25, eigen 29; strided ResNet convs: see the table above (im2col wins)."""
+  if cin <= 16:
+    return "xla"
+  if tuple(strides) != (1, 1):
+    return "im2col"
+  return "eigen" if out_pixels > 256 else "xla"
+
+
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
            pads: Sequence[tuple[int, int]], impl: str = "xla") -> jnp.ndarray:
   """NHWC x HWIO -> NHWC cross-correlation with explicit padding, as lax computes it."""
   kh, kw, cin, cout = kernel.shape
   out_h, out_w = ((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s
                   in zip(x.shape[1:3], pads, (kh, kw), strides))
+  if impl == "auto":
+    impl = _auto(cin, out_h * out_w, strides)
   if impl == "eigen" and max(cin, cout) > 16:     # else YNNPACK would not take it anyway
     if tuple(strides) != (1, 1):
       impl = "im2col"
@@ -180,7 +196,8 @@ def _windows(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def pool(kind: str, x: jnp.ndarray, impl: str) -> jnp.ndarray:
-  """2x2 stride-2 "max" or "avg" pool: nn's reduce_window for impl "xla", else a reshape."""
-  if impl == "xla":
+  """2x2 stride-2 "max" or "avg" pool: nn's reduce_window for impl "xla", else a reshape
+  ("auto": the fast max-pool gradient, nn's average pool)."""
+  if impl == "xla" or (impl == "auto" and kind == "avg"):
     return (nn.max_pool if kind == "max" else nn.avg_pool)(x, (2, 2), strides=(2, 2))
   return (max_pool if kind == "max" else avg_pool)(x)

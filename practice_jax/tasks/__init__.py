@@ -2,17 +2,20 @@
 training loop in train.py knows none of that and drives any task through this seam:
 
   task.train_data              dict of arrays that live on the device during training
-  task.num_train_examples      size of one epoch
+                               (this process's share, in multi-process runs)
+  task.num_train_examples      size of one epoch (of this process's share)
   task.eval_splits             {name: padded dict of arrays with a 0/1 'mask'}
   task.init_state(tx)          -> TrainState (tx: the optax optimizer)
   task.train_batch(data, perm, i, batch_size) -> the i-th batch of an epoch, on device
-  task.train_step(state, batch, tx) -> (state, metric sums)   (pure)
+  task.train_step(state, batch, tx, axis_name=None) -> (state, metric sums)   (pure;
+                               under pmap, axis_name names the devices to reduce over)
   task.eval_step(state, batch)  -> metric sums, masked         (pure)
   task.summarize(sums)          -> {'loss': ..., 'accuracy': ...}
   task.metadata()               -> JSON that inference needs (stored in checkpoints)
   task.on_evaluation(state, workdir, step)   (files written at each evaluation)
   task.output_files()           -> names of the files/folders the task writes
   task.write_report(state, parallel, workdir) -> {'text': ...}   (end-of-run report)
+  (on_evaluation and write_report run in every process; only process 0 writes files)
 """
 
 from __future__ import annotations
