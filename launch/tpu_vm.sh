@@ -305,7 +305,7 @@ if [[ -n $mount_bucket ]]; then
   # Cloud Storage FUSE's apt repository, as Google's installation guide sets it up.
   # shellcheck disable=SC2016  # $(lsb_release ...) runs on the worker
   install_gcsfuse='echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null && sudo apt-get -o DPkg::Lock::Timeout=300 update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq gcsfuse'
-  mount="{ command -v gcsfuse >/dev/null 2>&1 || { $install_gcsfuse; }; } && { mountpoint -q $mount_point || { sudo mkdir -p $mount_point && sudo chown \"\$(id -u):\$(id -g)\" $mount_point && gcsfuse --implicit-dirs $mount_bucket $mount_point; }; }"
+  mount="{ command -v gcsfuse >/dev/null 2>&1 || { $install_gcsfuse; }; } && { mountpoint -q $mount_point || { sudo mkdir -p $mount_point && sudo chown \"\$(id -u):\$(id -g)\" $mount_point && gcsfuse --implicit-dirs --rename-dir-limit=200000 $mount_bucket $mount_point; }; }"
   ssh_all run "$mount"
 fi
 

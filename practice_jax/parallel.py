@@ -10,8 +10,9 @@ Two modes compile the same train step (``config.parallel.mode``):
   by the axis size (parameters and optimizer moments alike); XLA gathers them where used.
 - ``'pmap'``: the classic ``jax.pmap`` over the devices, the step given an ``axis_name``
   so that it averages gradients with ``lax.pmean``, sums metrics with ``lax.psum`` and
-  synchronises batch norm statistics. Kept for comparison and for code written that way;
-  'jit' is the faster default (the state is broadcast to the devices at every dispatch).
+  synchronises batch norm statistics (one process only). Kept for comparison and for code
+  written that way; 'jit' is the faster default (pmap broadcasts the state to the devices
+  at every dispatch).
 
 Several train steps run per dispatch: a ``lax.scan`` over a chunk of batches (unrolled on
 CPU for models with convolutions, see ``_has_convolution``), with the metrics summed on
@@ -163,7 +164,7 @@ class DataParallel:
 
     if self.mode == "pmap":
       pmapped = jax.pmap(lambda s, b: chunk(s, b, PMAP_AXIS), axis_name=PMAP_AXIS,
-                         in_axes=(None, 0), out_axes=None, devices=self.local_devices)
+                         in_axes=(None, 0), out_axes=None, devices=self.devices)
 
       def run(state, data, perm, first_index, num_steps):
         state, sums, finite = pmapped(state, gather(data, perm, first_index, num_steps))
@@ -247,7 +248,7 @@ def detected_cluster() -> str | None:
   """The kind of multi-process launch this process is part of, if JAX can detect it by
   itself: 'slurm' (srun with several tasks) or 'tpu' (a Cloud TPU VM)."""
   env = os.environ
-  if "SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+  if "SLURM_STEP_ID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
     return "slurm"
   if env.get("TPU_ACCELERATOR_TYPE") or os.path.exists("/dev/accel0") or glob.glob(
       "/dev/vfio/[0-9]*"):
@@ -261,13 +262,13 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
   """Joins the processes of a multi-process run with ``jax.distributed.initialize``,
   before anything touches a device. Explicit settings win; otherwise SLURM and Cloud TPU
   launches are detected by JAX itself. Returns whether a distributed runtime started."""
+  # CPU devices exchange data through gloo; GPUs and TPUs use their own collectives.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if coordinator_address is None and num_processes is None and process_id is None:
     if detected_cluster() is None:
       return False
     jax.distributed.initialize(initialization_timeout=timeout_s)
     return True
-  # CPU devices exchange data through gloo; GPUs and TPUs use their own collectives.
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address, num_processes, process_id,
                              initialization_timeout=timeout_s,
                              coordinator_bind_address=bind_address)

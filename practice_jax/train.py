@@ -28,6 +28,7 @@ import optax
 
 from practice_jax import optim, tasks
 from practice_jax.checkpoint import Checkpointer
+from practice_jax.config_base import base_config
 from practice_jax.data.in_memory import epoch_permutation
 from practice_jax.errors import UserError
 from practice_jax.parallel import DataParallel
@@ -95,7 +96,10 @@ class _StopSignals:
 
 CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
 # Keys that say where data lives, not what is trained: they may differ between machines.
-_PORTABLE_KEYS = ("data.data_dir", "data.manual_dir")
+# Keys that say how the work is laid out over devices: every layout trains the same
+# trajectory (tests/test_parallel.py), so a run may continue on other hardware.
+_PORTABLE_KEYS = ("data.data_dir", "data.manual_dir", "parallel.mode", "parallel.mesh_shape",
+                  "parallel.fsdp_min_size")
 # What a run writes in its workdir besides the task's own files (task.output_files()).
 _RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
                 records.RUN_FILE, "learning_curves.png")
@@ -246,6 +250,9 @@ def load_trained(workdir: str, which: str | None = None, with_data: bool = False
                     f"--workdir of a run started with python -m practice_jax.main.")
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
+  # On this machine's devices, in the default layout (a checkpoint restores into any);
+  # this also serves runs written before config.parallel existed.
+  config.parallel = base_config().parallel
   which = which or config.evaluate_checkpoint
   directory = os.path.join(workdir, BEST if which == "best" else LAST)
   ckpt = Checkpointer(directory, 1, create=False) if os.path.isdir(directory) else None
@@ -269,13 +276,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   started, wall_start = records.now(), time.perf_counter()
   differences = _check_workdir(workdir, config, on_config_change)
   exp = build(config)                # loads the data: a data error leaves no trace
+  _sync("checked")                   # every process has read the workdir as it was
   if on_config_change == "restart" and os.path.isdir(os.path.join(workdir, LAST)):
-    if jax.process_index() == 0:
+    if exp.parallel.is_main:
       _delete_run(workdir)
     _sync("restart")
     print(f"--config_change=restart: deleted the previous run in {workdir} "
           f"({len(differences)} config keys differed).")
-  if jax.process_index() == 0:
+  if exp.parallel.is_main:
     _prepare_workdir(workdir, config)
   _sync("workdir")
   with _StopSignals() as stop:
@@ -346,6 +354,8 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
     if not (math.isfinite(chunk["loss"]) and bool(params_finite)):
       kept = (f"the last good checkpoint is step {last_saved} in {ckpt.directory} (kept)"
               if last_saved is not None else "no checkpoint was saved before")
+      ckpt.close()                   # pending saves finish (in every process)
+      best_ckpt.close()
       raise TrainingDiverged(
           f"Training diverged between steps {step} and {new_step} (loss {chunk['loss']}, "
           f"parameters {'finite' if bool(params_finite) else 'not finite'}); {kept}; lower "

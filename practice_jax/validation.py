@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 
+import jax
 import ml_collections
 
 from practice_jax import models, optim, parallel, tasks
@@ -95,6 +96,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check(par.mode == "jit" or parallel.mesh_shape(mesh, num_devices)[1] == 1,
          "config.parallel.mode='pmap' replicates the state on every device; shard it with "
          "mode='jit' and mesh_shape=(-1, N), or set mesh_shape=(-1, 1).")
+  _check(par.mode == "jit" or jax.process_count() == 1,
+         "config.parallel.mode='pmap' runs in one process; use mode='jit' (the default) "
+         "for multi-process runs.")
   _check(par.fsdp_min_size >= 0,
          f"config.parallel.fsdp_min_size={par.fsdp_min_size} must be >= 0.")
   for key in ("batch_size", "eval_batch_size"):

@@ -109,7 +109,7 @@ def test_tpu_dry_run_creates_copies_installs_runs_and_deletes():
     assert call[5] == "exp-1" and "--worker=all" in call and "--zone=us-west4-a" in call
     assert "--project=some-project" in call
   assert calls.index(ssh[0]) < calls.index(scp)   # the bucket is mounted first
-  assert "gcsfuse --implicit-dirs bucket /gcs/bucket" in mount_command(result.stdout)
+  assert "gcsfuse --implicit-dirs --rename-dir-limit=200000 bucket /gcs/bucket" in mount_command(result.stdout)
   ssh = ssh[1:]
   assert "tar -xzf practice_jax.tar.gz" in ssh[0][ssh[0].index("--command") + 1]
   install = ssh[1][ssh[1].index("--command") + 1]
@@ -179,7 +179,7 @@ def test_tpu_mount_bucket_commands():
   assert "install -y -qq gcsfuse" in command
   assert command.startswith("{ command -v gcsfuse >/dev/null 2>&1 || {")   # installed only if missing
   assert ("{ mountpoint -q /gcs/bucket || { sudo mkdir -p /gcs/bucket && sudo chown \"$(id -u):$(id -g)\""
-          " /gcs/bucket && gcsfuse --implicit-dirs bucket /gcs/bucket; }; }") in command
+          " /gcs/bucket && gcsfuse --implicit-dirs --rename-dir-limit=200000 bucket /gcs/bucket; }; }") in command
 
 
 FAKE_WORKER_TOOL = f"#!{BASH}\n" + """printf '%s %s\\n' "$(basename "$0")" "$*" >> "$FAKE_LOG"
@@ -218,7 +218,7 @@ def test_tpu_mount_command_runs_in_a_shell(tmp_path, installed, mounted):
   else:
     ids = f"{os.getuid()}:{os.getgid()}"
     assert calls[-3:] == ["sudo mkdir -p /gcs/bucket", f"sudo chown {ids} /gcs/bucket",
-                          "gcsfuse --implicit-dirs bucket /gcs/bucket"]
+                          "gcsfuse --implicit-dirs --rename-dir-limit=200000 bucket /gcs/bucket"]
 
 
 def test_tpu_refuses_a_gs_workdir():

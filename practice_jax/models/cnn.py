@@ -7,7 +7,6 @@ conv_dropout=0.25, dense=(128,), dense_dropout=0.5``.
 """
 
 from collections.abc import Sequence
-import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -35,7 +34,7 @@ class CNN(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     k = (self.kernel_size, self.kernel_size)
     impl = conv.check_impl(self.conv_impl)
-    conv_layer = nn.Conv if impl == "xla" else functools.partial(conv.Conv, impl=impl)
+    conv_layer = conv.layer(impl)
     for width, pool in zip(self.features, self.pools, strict=True):
       x = conv_layer(width, k, padding=self.padding, use_bias=not self.batch_norm)(x)
       if self.batch_norm:

@@ -43,6 +43,8 @@ starts, or ``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_typ
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -56,8 +58,8 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def check_impl(impl: str) -> str:
-  """The lowering `impl` names ("auto": "eigen" on CPU, XLA's native convolution on GPU
-  and TPU); a ValueError if it is not one of CONV_IMPLS."""
+  """The lowering `impl` names ("auto" stays "auto" on CPU, where conv2d picks one per
+  convolution, and is "xla" on GPU and TPU); a ValueError if it is not in CONV_IMPLS."""
   if impl not in CONV_IMPLS:
     raise ValueError(f"Unknown conv_impl {impl!r}: expected one of "
                      f"{', '.join(CONV_IMPLS)}.")
@@ -116,6 +118,12 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
     return (patches.reshape(-1, kh * kw * cin) @ kernel.reshape(-1, cout)).reshape(
         x.shape[0], out_h, out_w, cout)
   return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMS)
+
+
+def layer(impl: str) -> Callable:
+  """The conv module a model uses for `impl`: nn.Conv itself for "xla", else Conv."""
+  impl = check_impl(impl)
+  return nn.Conv if impl == "xla" else functools.partial(Conv, impl=impl)
 
 
 class Conv(nn.Module):

@@ -5,7 +5,6 @@ conv6 5x5 (padding 2) - tanh - avgpool 2 - conv16 5x5 - tanh - avgpool 2 - dense
 layer are replaced by a full conv and a linear layer, as in nearly every modern rendition.
 """
 
-import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,7 +21,7 @@ class LeNet5(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     act = nn.tanh if self.activation == "tanh" else nn.relu
     impl = conv.check_impl(self.conv_impl)
-    conv_layer = nn.Conv if impl == "xla" else functools.partial(conv.Conv, impl=impl)
+    conv_layer = conv.layer(impl)
     x = act(conv_layer(6, (5, 5), padding=2)(x))
     x = conv.pool("avg", x, impl)
     x = act(conv_layer(16, (5, 5), padding="VALID")(x))

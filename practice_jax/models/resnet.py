@@ -50,7 +50,7 @@ class ResNet(nn.Module):
                              momentum=self.bn_momentum, epsilon=1e-5,
                              axis_name=self.axis_name)
     impl = conv.check_impl(self.conv_impl)
-    conv_layer = nn.Conv if impl == "xla" else functools.partial(conv.Conv, impl=impl)
+    conv_layer = conv.layer(impl)
     x = conv_layer(self.width, (3, 3), padding=1, use_bias=False)(x)
     x = nn.relu(norm()(x))
     for stage, blocks in enumerate(self.stage_sizes):
