@@ -312,6 +312,11 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
       stopper.bad_evaluations = saved["bad_evaluations"]
       stopper.stopped = 0 < stopper.patience <= stopper.bad_evaluations
     window, epoch_sums = meta.get("window"), meta.get("epoch_sums")
+    if meta.get("process_count", 1) != parallel.process_count:
+      # Each process draws from its own share of the data: other shares, other batches.
+      print(f"warning: this run was checkpointed by {meta.get('process_count', 1)} "
+            f"process(es) and continues with {parallel.process_count}; the data order from "
+            f"here on differs from an uninterrupted run's.", file=sys.stderr)
     print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.")
   step = int(state.step)
   if parallel.is_main:
@@ -398,7 +403,8 @@ def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
       ckpt.save(new_step, state, {"epoch": new_step / steps_per_epoch,
                                   "early_stopping": dataclasses.asdict(stopper),
                                   "window": window, "epoch_sums": epoch_sums,
-                                  "task": task.metadata()})
+                                  "task": task.metadata(),
+                                  "process_count": parallel.process_count})
       last_saved = new_step
     step = new_step
     if signum is not None and step < total_steps:
