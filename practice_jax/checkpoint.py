@@ -12,10 +12,10 @@ import shutil
 import time
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from practice_jax.errors import UserError
+from practice_jax.parallel import is_main_process, sync
 
 
 class Checkpointer:
@@ -75,15 +75,13 @@ class Checkpointer:
       warnings = []
       for bad, reason in failures:
         aside = os.path.join(self.directory + "_corrupt", f"{bad}-{int(time.time())}")
-        if jax.process_index() == 0:      # one process moves; all wait for it below
+        if is_main_process():             # one process moves; all wait for it below
           os.makedirs(os.path.dirname(aside), exist_ok=True)
           shutil.move(os.path.join(self.directory, str(bad)), aside)
         warnings.append(f"warning: checkpoint {bad} in {self.directory} is unreadable "
                         f"({reason}); moved it to {aside} and used step {step} instead.")
       if failures:
-        if jax.process_count() > 1:
-          from jax.experimental import multihost_utils
-          multihost_utils.sync_global_devices("moved corrupt checkpoints")
+        sync("moved corrupt checkpoints")
         self._manager.reload()
       return state, meta, warnings
     raise UserError(

@@ -17,6 +17,12 @@ from ml_collections import config_flags
 
 from practice_jax.errors import UserError
 
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name, "")
+  return int(value) if value.isdigit() else None
+
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/mnist.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
@@ -30,12 +36,10 @@ _COORDINATOR = flags.DEFINE_string(
     "$JAX_COORDINATOR_ADDRESS). Not needed under SLURM or on Cloud TPU VMs, which JAX "
     "detects by itself.")
 _NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", int(os.environ["JAX_NUM_PROCESSES"])
-    if os.environ.get("JAX_NUM_PROCESSES", "").isdigit() else None,
+    "num_processes", _env_int("JAX_NUM_PROCESSES"),
     "Multi-process runs: how many processes (default $JAX_NUM_PROCESSES).")
 _PROCESS_ID = flags.DEFINE_integer(
-    "process_id", int(os.environ["JAX_PROCESS_ID"])
-    if os.environ.get("JAX_PROCESS_ID", "").isdigit() else None,
+    "process_id", _env_int("JAX_PROCESS_ID"),
     "Multi-process runs: this process's index, 0 .. num_processes-1 (default "
     "$JAX_PROCESS_ID).")
 _CONFIG_CHANGE = flags.DEFINE_enum(

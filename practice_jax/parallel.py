@@ -71,12 +71,11 @@ class DataParallel:
     self.local_devices = [d for d in self.mesh.devices.flat
                           if d.process_index == self.process_index]
     if self.process_count == 1:
-      self._local_mesh = self.mesh
-      self._local_batches = NamedSharding(self.mesh, P(None, BATCH_AXES))
+      self._local_mesh, self._local_axes = self.mesh, BATCH_AXES
     else:
       # This process's devices, in mesh order: its rows of every global batch.
       self._local_mesh = Mesh(np.asarray(self.local_devices), ("local",))
-      self._local_batches = NamedSharding(self._local_mesh, P(None, "local"))
+      self._local_axes = "local"
     self._global_batches = NamedSharding(self.mesh, P(None, BATCH_AXES))
 
   @property
@@ -86,7 +85,7 @@ class DataParallel:
   @property
   def is_main(self) -> bool:
     """Whether this process writes logs, reports and plots (checkpoints: all together)."""
-    return self.process_index == 0
+    return is_main_process()
 
   def replicate(self, tree: Any) -> Any:
     """The same value on every device (every process must pass the same value)."""
@@ -135,9 +134,9 @@ class DataParallel:
             (num_steps, -1, per_device) + a.shape[2:]), 0, 1), batches)
       return batches
 
-    local_out = (NamedSharding(self._local_mesh, P("local" if self.process_count > 1 else
-                                                   BATCH_AXES))
-                 if self.mode == "pmap" else self._local_batches)
+    # Batch rows over this process's devices: [steps, batch] (jit), or [devices, ...] (pmap).
+    local_out = NamedSharding(self._local_mesh, P(self._local_axes) if self.mode == "pmap"
+                              else P(None, self._local_axes))
     gather = jax.jit(gather, static_argnames="num_steps", out_shardings=local_out)
 
     def chunk(state, batches, axis_name=None):
@@ -242,6 +241,19 @@ def _has_convolution(fn: Callable, *args) -> bool:
   unrolled; other models keep the loop, which compiles in constant time (GPT-cpu config,
   10-step chunk: 22.7 steps/s in the loop vs 21.0 unrolled, compiled in 3.9 s vs 24.5 s)."""
   return "conv_general_dilated" in str(jax.make_jaxpr(fn)(*args))
+
+
+def is_main_process() -> bool:
+  """Whether this process writes files: only process 0 of a multi-process run does."""
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits for every process of a multi-process run (e.g. until process 0 has done its
+  file work); nothing with one process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def detected_cluster() -> str | None:

@@ -31,7 +31,7 @@ from practice_jax.checkpoint import Checkpointer
 from practice_jax.config_base import base_config
 from practice_jax.data.in_memory import epoch_permutation
 from practice_jax.errors import UserError
-from practice_jax.parallel import DataParallel
+from practice_jax.parallel import DataParallel, sync
 from practice_jax.reporting import plots, records, writers
 from practice_jax.reporting.progress import Progress, format_duration
 from practice_jax.state import DATA_STREAM, stream_key
@@ -119,13 +119,6 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   a, b = _flatten(old), _flatten(new)
   return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
           if k not in _PORTABLE_KEYS and a.get(k) != b.get(k)]
-
-
-def _sync(name: str) -> None:
-  """Waits for every process (multi-process runs): process 0 has done its file work."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
@@ -276,16 +269,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   started, wall_start = records.now(), time.perf_counter()
   differences = _check_workdir(workdir, config, on_config_change)
   exp = build(config)                # loads the data: a data error leaves no trace
-  _sync("checked")                   # every process has read the workdir as it was
+  sync("checked")                   # every process has read the workdir as it was
   if on_config_change == "restart" and os.path.isdir(os.path.join(workdir, LAST)):
     if exp.parallel.is_main:
       _delete_run(workdir)
-    _sync("restart")
+    sync("restart")
     print(f"--config_change=restart: deleted the previous run in {workdir} "
           f"({len(differences)} config keys differed).")
   if exp.parallel.is_main:
     _prepare_workdir(workdir, config)
-  _sync("workdir")
+  sync("workdir")
   with _StopSignals() as stop:
     return _train(exp, workdir, stop, started, wall_start)
 

@@ -49,12 +49,15 @@ class ClassificationData:
                np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32))
 
 
-def split_validation(train: Split, validation_size: int) -> tuple[Split, Split | None]:
-  """Holds out the last `validation_size` training examples (a fixed, documented slice)."""
-  n = len(train["label"])
+def _check_validation_size(validation_size: int, n: int) -> None:
   if validation_size >= n:
     raise UserError(f"data.validation_size={validation_size} leaves no training examples "
                     f"(the training split has {n}); choose a value below {n}.")
+
+
+def split_validation(train: Split, validation_size: int) -> tuple[Split, Split | None]:
+  """Holds out the last `validation_size` training examples (a fixed, documented slice)."""
+  _check_validation_size(validation_size, len(train["label"]))
   if validation_size == 0:
     return train, None
   return ({k: v[:-validation_size] for k, v in train.items()},
@@ -80,7 +83,7 @@ def load_classification(cfg: ml_collections.ConfigDict) -> ClassificationData:
     mean, std = channel_stats(train["image"])
   else:
     n = builder.info.splits[spec.train_split].num_examples
-    split_validation({"label": np.zeros(n)}, cfg.validation_size)   # checks the size
+    _check_validation_size(cfg.validation_size, n)
     keep = n - cfg.validation_size
     shard = tfds_source.even_split(f"{spec.train_split}[:{keep}]", count, process)
     train = tfds_source.load_split(builder, shard)

@@ -14,6 +14,11 @@ from practice_jax.models.layers import Dropout
 _INIT = nn.initializers.normal(stddev=0.02)
 
 
+def _residual_init(num_layers: int):
+  """Residual projections scaled by 1/sqrt(2 * layers), as in GPT-2."""
+  return nn.initializers.normal(stddev=0.02 / (2 * num_layers) ** 0.5)
+
+
 class CausalSelfAttention(nn.Module):
   num_heads: int
   dropout: float
@@ -27,9 +32,8 @@ class CausalSelfAttention(nn.Module):
     qkv = nn.Dense(3 * c, kernel_init=_INIT, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, head_dim), 3, axis=2)
     y = jax.nn.dot_product_attention(q, k, v, is_causal=True)        # [b, t, heads, dim]
-    # Residual projections scaled by 1/sqrt(2 * layers), as in GPT-2.
-    proj_init = nn.initializers.normal(stddev=0.02 / (2 * self.num_layers) ** 0.5)
-    y = nn.Dense(c, kernel_init=proj_init, name="proj")(y.reshape(b, t, c))
+    y = nn.Dense(c, kernel_init=_residual_init(self.num_layers), name="proj")(
+        y.reshape(b, t, c))
     return Dropout(self.dropout, not train, self.axis_name)(y)
 
 
@@ -42,12 +46,11 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     c = x.shape[-1]
-    x = x + CausalSelfAttention(self.num_heads, self.dropout, self.num_layers,
-                                    self.axis_name)(
-        nn.LayerNorm()(x), train)
+    attention = CausalSelfAttention(self.num_heads, self.dropout, self.num_layers,
+                                    self.axis_name)
+    x = x + attention(nn.LayerNorm()(x), train)
     h = nn.gelu(nn.Dense(4 * c, kernel_init=_INIT)(nn.LayerNorm()(x)))
-    proj_init = nn.initializers.normal(stddev=0.02 / (2 * self.num_layers) ** 0.5)
-    h = nn.Dense(c, kernel_init=proj_init)(h)
+    h = nn.Dense(c, kernel_init=_residual_init(self.num_layers))(h)
     return x + Dropout(self.dropout, not train, self.axis_name)(h)
 
 

@@ -16,8 +16,9 @@ from practice_jax import models
 from practice_jax.data import augment, in_memory
 from practice_jax.reporting import classification as report_lib
 from practice_jax.reporting import plots
+from practice_jax.parallel import is_main_process
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
-from practice_jax.tasks.common import all_reduce, is_main_process, pmap_axis
+from practice_jax.tasks.common import all_reduce, pmap_axis
 
 Metrics = dict[str, jax.Array]
 

@@ -1,4 +1,4 @@
-"""What every task shares: its part in pmap mode and in multi-process runs."""
+"""What every task shares: its part in pmap mode."""
 
 from __future__ import annotations
 
@@ -20,8 +20,3 @@ def all_reduce(reduce: Callable, tree: Any, axis_name: str | None) -> Any:
   """`reduce` (lax.pmean, lax.psum) over the devices under pmap; the tree itself under
   jit, where XLA reduces over the sharded batch by itself."""
   return tree if axis_name is None else jax.tree.map(lambda x: reduce(x, axis_name), tree)
-
-
-def is_main_process() -> bool:
-  """Whether this process writes files: only process 0 of a multi-process run does."""
-  return jax.process_index() == 0
