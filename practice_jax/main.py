@@ -123,8 +123,8 @@ def main(argv: list[str]) -> int:
   # Imported after flag parsing so that a bad flag is reported at once.
   import jax
 
-  from practice_jax import parallel
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+  from practice_jax import distributed
+  distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
 
   from practice_jax import train

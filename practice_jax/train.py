@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -33,6 +32,7 @@ from practice_jax.data.in_memory import epoch_permutation
 from practice_jax.errors import UserError
 from practice_jax.parallel import DataParallel, sync
 from practice_jax.reporting import plots, records, writers
+from practice_jax.signals import StopSignals
 from practice_jax.reporting.progress import Progress, format_duration
 from practice_jax.state import DATA_STREAM, stream_key
 from practice_jax.validation import validate
@@ -51,47 +51,6 @@ class Preempted(Exception):
   def __init__(self, message: str, signum: int):
     super().__init__(message)
     self.exit_code = 128 + signum
-
-
-class _StopSignals:
-  """While active, SIGTERM and SIGINT only set `signum`; the loop checks it after each
-  chunk, saves and stops cleanly instead of dying mid-step."""
-
-  def __init__(self):
-    self.signum: int | None = None
-    self._previous: dict[int, Any] = {}
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-    # A second signal acts at once (the default: the process ends), even while XLA runs;
-    # checkpoints are atomic, so nothing is half-written.
-    for sig in self._previous:
-      signal.signal(sig, signal.SIG_DFL)
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def agreed_signal(self, process_count: int) -> int | None:
-    """The signal to stop for; with several processes, the first any of them received,
-    so that all stop and save at the same step."""
-    if process_count == 1:
-      return self.signum
-    from jax.experimental import multihost_utils
-    seen = np.asarray(multihost_utils.process_allgather(np.int32(self.signum or 0)))
-    return int(seen.max()) or None
-
-  def release(self) -> None:
-    """Restores the previous handlers: signals act normally again."""
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    self._previous = {}
-
-  def __exit__(self, *exc):
-    self.release()
 
 
 CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
@@ -279,11 +238,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if exp.parallel.is_main:
     _prepare_workdir(workdir, config)
   sync("workdir")
-  with _StopSignals() as stop:
+  with StopSignals() as stop:
     return _train(exp, workdir, stop, started, wall_start)
 
 
-def _train(exp: Experiment, workdir: str, stop: _StopSignals, started: str,
+def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
            wall_start: float) -> dict[str, Any]:
   config = exp.config
   parallel, task, steps_per_epoch, total_steps = (

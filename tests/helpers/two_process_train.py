@@ -10,13 +10,13 @@ import hashlib
 import json
 import sys
 
-from practice_jax import parallel
+from practice_jax import distributed
 
 
 def main() -> None:
   process_id, port, workdir, data_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
   address = f"127.0.0.1:{port}"
-  parallel.initialize_distributed(address, 2, process_id, timeout_s=60, bind_address=address)
+  distributed.initialize_distributed(address, 2, process_id, timeout_s=60, bind_address=address)
   import jax
   import numpy as np
 
