@@ -123,9 +123,15 @@ def main(argv: list[str]) -> int:
   # Imported after flag parsing so that a bad flag is reported at once.
   import jax
 
-  from practice_jax import distributed
-  distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
+  from practice_jax import distributed, signals
+  try:
+    distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                       _PROCESS_ID.value)
+  except UserError as e:
+    _fail(str(e))
+  # From here on SIGTERM/SIGINT save and stop, also while data loads or the step compiles
+  # (JAX's preemption service, started above, would take SIGTERM and only set a flag).
+  signals.install()
 
   from practice_jax import train
   from practice_jax.validation import validate
