@@ -374,7 +374,9 @@ def test_sbatch_dry_run_runs_on_every_node_with_the_header_shape():
   assert not any("coordinator" in word for word in srun)   # JAX finds it from SLURM
   assert ["source", "/shared/venv/bin/activate"] in calls
   assert ["export", "TFDS_DATA_DIR=/shared/tfds"] in calls
-  assert ["export", "JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7"] in calls   # all 8 GPUs, each node
+  # all 8 GPUs of each node, through jax.distributed.initialize's documented argument
+  assert "local_device_ids=[0,1,2,3,4,5,6,7]" in result.stdout
+  assert "JAX_LOCAL_DEVICE_IDS" not in result.stdout
   assert ["cd", str(REPO)] in calls
   assert "SLURM_JOB_NUM_NODES=2" in result.stdout
   assert "node 2 of 2: SLURM_PROCID=1" in result.stdout
@@ -386,7 +388,7 @@ def test_sbatch_dry_run_other_shape():
   assert result.returncode == 0, result.stderr
   calls = commands(result.stdout)
   assert calls[-1][:3] == ["srun", "--nodes=4", "--ntasks-per-node=1"]
-  assert ["export", "JAX_LOCAL_DEVICE_IDS=0,1"] in calls
+  assert "local_device_ids=[0,1]" in result.stdout
   assert "node 4 of 4: SLURM_PROCID=3" in result.stdout
 
 
@@ -413,8 +415,22 @@ def test_sbatch_inside_a_job_runs_srun(tmp_path):
   assert ("srun-args: [--nodes=3] [--ntasks-per-node=1] [--cpus-per-task=16] [--kill-on-bad-exit=1]"
           " [python] [-m] [practice_jax.main] [--config=configs/mnist.py] [--workdir=/shared/runs/m]"
           " [--config.num_epochs=1]") in result.stdout
-  assert (f"env: JAX_LOCAL_DEVICE_IDS=0,1,2,3 TFDS_DATA_DIR=/shared/tfds VIRTUAL_ENV={venv}"
-          f" PWD={REPO}") in result.stdout
+  assert (f"env: JAX_LOCAL_DEVICE_IDS= TFDS_DATA_DIR=/shared/tfds VIRTUAL_ENV={venv}"
+          f" PWD={REPO}") in result.stdout   # practice_jax passes local_device_ids itself
+  assert "4 GPUs each" in result.stdout
+
+
+def test_sbatch_refuses_a_job_without_a_gpu_count(tmp_path):
+  """Without SLURM_GPUS_ON_NODE / SLURM_GPUS_PER_NODE, JAX would use GPU 0 of every node."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  write_executable(bin_dir / "srun", FAKE_SRUN)
+  env = {"SLURM_JOB_ID": "42", "SLURM_JOB_NUM_NODES": "2", "SLURM_SUBMIT_DIR": str(REPO)}
+  result = run_script(SLURM, "--config=configs/mnist.py", "--workdir=/shared/runs/m", env=env,
+                      path_prefix=bin_dir)
+  assert result.returncode == 2 and "srun-args" not in result.stdout
+  assert len(result.stderr.strip().splitlines()) == 1
+  assert "no GPU count" in result.stderr and "sbatch --gpus-per-node=G" in result.stderr
 
 
 @pytest.mark.parametrize("args, env, words", [
