@@ -15,6 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from practice_jax import quiet
 from practice_jax.errors import UserError
 
 
@@ -151,6 +152,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
+  quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
+from practice_jax import quiet
 from practice_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
@@ -49,4 +50,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+  quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
   app.run(main)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from practice_jax import quiet
 from practice_jax.data.catalogue import CATALOGUE
 from practice_jax.errors import UserError
 
@@ -27,10 +28,13 @@ PROBE_TIMEOUT_S = 5.0
 
 def _tfds():
   # TensorFlow is only used on the host for reading files: keep it off any GPU so it
-  # does not reserve memory that JAX needs.
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
-  import tensorflow_datasets as tfds
+  # does not reserve memory that JAX needs. Its start-up notices (oneDNN, CUDA probing)
+  # are not the user's concern (see practice_jax/quiet.py).
+  with quiet.native_notices_dropped():
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+    import tensorflow_datasets as tfds
+  quiet.quiet_tfds(tfds)
   return tfds
 
 
@@ -79,8 +83,9 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
     # A download directory per dataset: TFDS caches extracted files by name, and MNIST
     # and Fashion-MNIST files share names, so a shared one would hand Fashion-MNIST the
     # MNIST images (seen with TFDS 4.9.10).
-    builder.download_and_prepare(download_dir=str(Path(data_dir) / "downloads" / name),
-                                 download_config=download_config)
+    with quiet.foreign_output_dropped():   # "Downloading ... Unknown size" for local files
+      builder.download_and_prepare(download_dir=str(Path(data_dir) / "downloads" / name),
+                                   download_config=download_config)
   except NonMatchingChecksumError as e:
     found = re.search(r"downloaded to (\S+?),", str(e))
     path = found.group(1) if found else f"one of {name}'s files"
