@@ -1,48 +1,184 @@
 """Classify new images with a trained run:
 
     python -m practice_jax.predict --workdir=runs/mnist digit.png [more.png ...]
+    python -m practice_jax.predict --workdir=runs/mnist --resize photo_of_a_digit.jpg
 
-Each image must have the dataset's size (28x28 for MNIST); colour images are converted to
-grey for one-channel datasets and vice versa. The run's own preprocessing (the training
-set's channel statistics) is applied. Prints the top classes with their probabilities.
+What the model expects is what it was trained on. MNIST: 28x28 grey images of a white
+digit on black, the digit fitted in a 20x20 box and centred by its centre of mass.
+Fashion-MNIST: 28x28 grey, a light garment on black filling the field (longest side 28),
+centred. CIFAR: 32x32 colour photographs filling the frame. Colour images are converted
+to grey for one-channel datasets and vice versa.
+
+- ``--invert=auto`` (default): a one-channel image whose border is light (dark ink on
+  white paper, the usual scan or drawing) is inverted; ``yes``/``no`` decide it yourself.
+  Colour images are inverted only with ``yes``. Transparent pixels count as white paper.
+- ``--resize``: an image of any size is brought to the model's. One-channel images are
+  framed as the dataset's were made: background set to 0 and the brightest stroke to 255,
+  cropped to the ink, scaled with its aspect ratio kept to fit a 20x20 box placed in the
+  28x28 field so that its centre of mass is at the centre (MNIST), or to fill the field,
+  centred (Fashion-MNIST). Colour images are cropped to the model's aspect ratio around
+  the centre and scaled. Without ``--resize`` an image of another size is refused.
+- ``--save_inputs=DIR`` writes the images exactly as the model sees them, to check.
+
+The run's own normalisation (the training set's channel statistics) is applied, and the
+top classes are printed with their probabilities; what was done to an image is said in
+brackets after its name.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 
+from practice_jax import quiet
 from practice_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
-_TOP = flags.DEFINE_integer("top", 3, "How many classes to show per image.")
+_TOP = flags.DEFINE_integer("top", 3, "How many classes to show per image.", lower_bound=1)
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", None, ["best", "last"],
                                 "Which checkpoint (default: the one the run used).")
+_RESIZE = flags.DEFINE_bool(
+    "resize", False,
+    "Bring images of any size to the model's: one-channel images are framed as the "
+    "dataset's were made (MNIST: cropped to the ink, fitted in a 20x20 box, centred by "
+    "centre of mass in 28x28; Fashion-MNIST: filling 28x28, centred); colour images are "
+    "centre-cropped and scaled. Without it, another size is refused.")
+_INVERT = flags.DEFINE_enum(
+    "invert", "auto", ["auto", "yes", "no"],
+    "The model expects a light object on a dark background (MNIST: white digit on black). "
+    "auto: invert one-channel images whose border is light (dark ink on white paper).")
+_SAVE_INPUTS = flags.DEFINE_string(
+    "save_inputs", None, "Folder to write each image to as the model sees it (PNG).")
+
+# How each one-channel dataset's images were framed: the box the object was fitted in
+# (as a fraction of the field) and what was centred. MNIST: LeCun et al.'s description;
+# Fashion-MNIST: Xiao et al. 2017 (longest side resized to 28, centred).
+FRAMING = {"mnist": (20 / 28, "mass"), "fashion_mnist": (1.0, "box")}
 
 
-def load_image(path: str, shape: tuple[int, int, int]) -> np.ndarray:
-  """The image at `path` as uint8 HWC with the dataset's shape, or a UserError."""
+def read_image(path: str, channels: int) -> np.ndarray:
+  """The image at `path` as uint8 HWC with `channels` channels (transparent pixels become
+  white, like paper), or a UserError naming the file."""
   from PIL import Image, UnidentifiedImageError
   try:
     with Image.open(path) as image:
-      image = image.convert("L" if shape[-1] == 1 else "RGB")
-      array = np.asarray(image, np.uint8)
+      if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+        paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, image)
+      array = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.uint8)
   except FileNotFoundError:
     raise UserError(f"{path} does not exist.") from None
   except (UnidentifiedImageError, OSError) as e:
     raise UserError(f"{path} is not a readable image ({e}).") from None
-  array = array.reshape(array.shape[:2] + (shape[-1],))
-  if array.shape != tuple(shape):
-    raise UserError(f"{path} is {array.shape[1]}x{array.shape[0]} pixels but the model "
-                    f"takes {shape[1]}x{shape[0]}; resize it first.")
-  return array
+  return array.reshape(array.shape[:2] + (channels,))
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+  """The pixels of the outer frame, 1/16 of each side wide (at least one pixel)."""
+  h, w = image.shape[:2]
+  dy, dx = max(1, h // 16), max(1, w // 16)
+  return np.concatenate([image[:dy].ravel(), image[-dy:].ravel(),
+                         image[dy:-dy, :dx].ravel(), image[dy:-dy, -dx:].ravel()])
+
+
+def is_dark_on_light(image: np.ndarray) -> bool:
+  """Whether the image's border is light: dark ink on paper, the opposite of MNIST."""
+  return float(np.median(_border(image))) > 127.5
+
+
+def _scale(image: np.ndarray, width: int, height: int) -> np.ndarray:
+  """Resized with an anti-aliasing filter; float32 in, float32 out."""
+  from PIL import Image
+  resized = Image.fromarray(image.astype(np.float32)).resize(
+      (width, height), Image.Resampling.LANCZOS)
+  return np.clip(np.asarray(resized, np.float32), 0.0, None)
+
+
+def frame(grey: np.ndarray, field: int = 28, box: int = 20, centre: str = "mass"
+          ) -> np.ndarray:
+  """A light-on-dark grey image (HW or HW1) framed as MNIST's digits were (the defaults):
+  background 0 and brightest stroke 255, cropped to the ink, scaled to fit a `box` square
+  with its aspect ratio kept, and placed in a `field` square with its centre of mass
+  (centre='mass') or its middle (centre='box') at the centre."""
+  x = grey.reshape(grey.shape[:2]).astype(np.float32)
+  x = np.clip(x - np.median(_border(x)), 0.0, None)
+  canvas = np.zeros((field, field), np.float32)
+  if x.max() <= 0:
+    return canvas.astype(np.uint8)[..., None]       # nothing drawn: a blank field
+  x *= 255.0 / x.max()
+  ink = x > 0.1 * 255.0                               # ignore faint noise when cropping
+  rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+  x = x[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+  scale = box / max(x.shape)
+  x = _scale(x, max(1, round(x.shape[1] * scale)), max(1, round(x.shape[0] * scale)))
+  x *= 255.0 / max(float(x.max()), 1e-6)
+  if centre == "mass":
+    ys, xs = np.indices(x.shape)
+    cy, cx = (ys * x).sum() / x.sum(), (xs * x).sum() / x.sum()
+  else:
+    cy, cx = (x.shape[0] - 1) / 2, (x.shape[1] - 1) / 2
+  top, left = round((field - 1) / 2 - cy), round((field - 1) / 2 - cx)
+  # Paste, clipping whatever a lopsided centre of mass pushes out of the field.
+  y0, x0 = max(top, 0), max(left, 0)
+  y1, x1 = min(top + x.shape[0], field), min(left + x.shape[1], field)
+  canvas[y0:y1, x0:x1] = x[y0 - top:y1 - top, x0 - left:x1 - left]
+  return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)[..., None]
+
+
+def fit_colour(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Centre crop to the target's aspect ratio, then scaled: a photograph filling the frame."""
+  from PIL import Image
+  h, w = image.shape[:2]
+  if h * width > w * height:                      # too tall
+    keep = round(w * height / width)
+    image = image[(h - keep) // 2:(h - keep) // 2 + keep]
+  else:
+    keep = round(h * width / height)
+    image = image[:, (w - keep) // 2:(w - keep) // 2 + keep]
+  resized = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
+      (width, height), Image.Resampling.LANCZOS)
+  return np.asarray(resized, np.uint8).reshape(height, width, image.shape[-1])
+
+
+def to_model_input(image: np.ndarray, shape: tuple[int, int, int], invert: str = "auto",
+                   resize: bool = False, name: str = "the image", dataset: str = "mnist"
+                   ) -> tuple[np.ndarray, list[str]]:
+  """`image` (uint8 HWC with the model's channel count) as a model trained on `dataset`
+  expects it, and notes saying what was done. A UserError if its size is wrong and
+  `resize` is off."""
+  notes = []
+  height, width, channels = shape
+  if invert == "yes" or (invert == "auto" and channels == 1 and is_dark_on_light(image)):
+    image = 255 - image
+    notes.append("inverted" + (": dark on light" if invert == "auto" else ""))
+  if image.shape[:2] == (height, width) and not (resize and channels == 1):
+    return image, notes
+  if not resize:
+    raise UserError(f"{name} is {image.shape[1]}x{image.shape[0]} pixels but the model "
+                    f"takes {width}x{height}; pass --resize to fit it.")
+  size = f"{image.shape[1]}x{image.shape[0]}"
+  if channels == 1 and height == width:
+    fraction, centre = FRAMING.get(dataset, (1.0, "box"))
+    notes.append(f"framed as {dataset} from {size}")
+    return frame(image, height, round(height * fraction), centre), notes
+  notes.append(f"resized from {size}")
+  return fit_colour(image, height, width), notes
+
+
+def _input_spec(task) -> tuple[tuple[int, int, int], list[str]]:
+  """The model's image shape and class names, which the task keeps (or its data does)."""
+  source = task if hasattr(task, "image_shape") else task.data
+  return tuple(source.image_shape), list(source.class_names)
 
 
 def main(argv: list[str]) -> int:
   paths = argv[1:]
-  logging.set_verbosity(logging.WARNING)
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   import jax
 
   from practice_jax import train
@@ -53,18 +189,29 @@ def main(argv: list[str]) -> int:
     if exp.config.task != "classification":
       raise UserError(f"{_WORKDIR.value} holds a {exp.config.task} run, not an image "
                       f"classifier; use python -m practice_jax.sample for it.")
-    images = np.stack([load_image(p, exp.task.data.image_shape) for p in paths])
+    shape, names = _input_spec(exp.task)
+    inputs, notes = zip(*(to_model_input(read_image(p, shape[-1]), shape, _INVERT.value,
+                                         _RESIZE.value, p, exp.config.data.name)
+                          for p in paths))
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  logits = jax.jit(exp.task.logits)(state, images)
+  if _SAVE_INPUTS.value:
+    from PIL import Image
+    os.makedirs(_SAVE_INPUTS.value, exist_ok=True)
+    for path, image in zip(paths, inputs):
+      name = os.path.splitext(os.path.basename(path))[0] + ".png"
+      Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+          os.path.join(_SAVE_INPUTS.value, name))
+  logits = jax.jit(exp.task.logits)(state, np.stack(inputs))
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-  names = exp.task.data.class_names
-  for path, p in zip(paths, probs):
+  for path, note, p in zip(paths, notes, probs):
     top = np.argsort(-p)[:_TOP.value]
-    print(f"{path}: " + ", ".join(f"{names[i]} {p[i]:.2%}" for i in top))
+    said = f" [{'; '.join(note)}]" if note else ""
+    print(f"{path}{said}: " + ", ".join(f"{names[i]} {p[i]:.2%}" for i in top))
   return 0
 
 
 if __name__ == "__main__":
+  quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
   app.run(main)
