@@ -45,15 +45,27 @@ def mock_tfds(monkeypatch, tmp_path):
     yield
 
 
+def prepared_mnist_dir() -> str | None:
+  """$TFDS_DATA_DIR, else ~/tensorflow_datasets, if MNIST is prepared there (as
+  `python -m practice_jax.data.prepare mnist` leaves it)."""
+  for data_dir in (os.environ.get("TFDS_DATA_DIR"), "~/tensorflow_datasets"):
+    if data_dir and any(Path(data_dir).expanduser().glob("mnist/[0-9]*/dataset_info.json")):
+      return str(Path(data_dir).expanduser())
+  return None
+
+
 @pytest.fixture(scope="session")
 def real_mnist_data_dir(tmp_path_factory) -> str:
-  """A TFDS data dir holding MNIST prepared offline from ../shared/data/mnist."""
-  configured = os.environ.get("TFDS_DATA_DIR")
-  if configured and (Path(configured) / "mnist").is_dir():
-    return configured
+  """A TFDS data dir holding real MNIST: the one the user prepared (see
+  `prepared_mnist_dir`), else one prepared offline from ../shared/data/mnist."""
+  prepared = prepared_mnist_dir()
+  if prepared:
+    return prepared
   manual = SHARED_DATA / "mnist"
   if not (manual / "train-images-idx3-ubyte.gz").is_file():
-    pytest.skip(f"real MNIST files not found in {manual}")
+    pytest.skip(f"real MNIST is not prepared in $TFDS_DATA_DIR or ~/tensorflow_datasets "
+                f"and its files are not in {manual}: run python -m practice_jax.data.prepare "
+                f"mnist (README, Testing)")
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   tfds_source.prepare("mnist", data_dir, str(manual))
   return data_dir
