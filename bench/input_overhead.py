@@ -13,7 +13,6 @@ Each config's model, optimizer, batch size and steps_per_dispatch are used on re
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import os
@@ -32,27 +31,24 @@ def _config(name: str):
 
 def measure(name: str, chunks: int, repeats: int) -> dict:
   from practice_jax import train
-  from practice_jax.data.in_memory import epoch_permutation
-  from practice_jax.state import DATA_STREAM, stream_key
 
   config = _config(name)
   exp = train.build(config)
-  par, task, k = exp.parallel, exp.task, config.steps_per_dispatch
-  chunk = par.compile_train_chunk(functools.partial(task.train_step, tx=exp.tx),
-                                  task.train_batch, config.batch_size)
-  data = par.put_local(task.train_data)
-  perm = par.put_local(epoch_permutation(stream_key(config.seed, DATA_STREAM), 0,
-                                         task.num_train_examples))
-  constant = chunk.gather(data, perm, 0, num_steps=k)
-  state = [par.put_state(task.init_state(exp.tx))]
-  last_start = exp.steps_per_epoch // k - 1
+  par, task, source, k = exp.parallel, exp.task, exp.source, config.steps_per_dispatch
+  state = [par.put_state(task.init_state(exp.plan))]
+  source.bind(par)
+  chunk = par.compile_train_chunk(task.train_step, config.batch_size,
+                                  unroll=task.unroll_on_cpu)
+  constant = par.global_batches(source.batches(0, k, exp.local_batch), config.batch_size)
+  last_start = max(exp.plan.steps_per_epoch // k - 1, 1)
 
   def real(i):
-    state[0], sums, _ = chunk(state[0], data, perm, (i % last_start) * k, num_steps=k)
+    batches = source.batches((i % last_start) * k, k, exp.local_batch)
+    state[0], sums, _ = chunk(state[0], batches, k)
     return sums
 
   def const(i):
-    state[0], sums, _ = chunk.train_on(state[0], constant)
+    state[0], sums, _ = chunk.train_on(state[0], constant, k)
     return sums
 
   for feed in (real, const):        # compile both

@@ -11,8 +11,7 @@ from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
-  config = base_config()
-  config.data.name = "cifar10"
+  config = base_config(data="cifar10")
   config.model = model_config("cnn", features=(64, 128), pools=("max", "max"),
                               dense=(512,))
   config.optimizer.name = "sgd"

@@ -11,11 +11,10 @@ from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
-  config = base_config()
-  config.data.name = "cifar10"
+  config = base_config(data="cifar10")
   config.model = model_config("resnet", stage_sizes=(2, 2, 2, 2), width=64)
-  config.augment.crop_padding = 4
-  config.augment.horizontal_flip = True
+  config.task.augment.crop_padding = 4
+  config.task.augment.horizontal_flip = True
   config.optimizer.name = "sgd"
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = True

@@ -15,12 +15,11 @@ from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
-  config = base_config()
-  config.data.name = "fashion_mnist"
+  config = base_config(data="fashion_mnist")
   config.model = model_config("cnn", features=(32, 64), pools=("max", "max"),
                               batch_norm=True, dense=(256,), dense_dropout=0.3)
-  config.augment.crop_padding = 2
-  config.augment.horizontal_flip = True
+  config.task.augment.crop_padding = 2
+  config.task.augment.horizontal_flip = True
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 3e-3
   config.optimizer.weight_decay = 5e-4

@@ -12,7 +12,6 @@ from practice_jax.config_base import base_config, model_config
 
 def get_config():
   config = base_config()
-  config.data.name = "mnist"
   config.model = model_config("cnn", features=(32, 64), pools=("avg", "avg"), dense=(256,))
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 2e-3

@@ -13,7 +13,6 @@ from practice_jax.config_base import base_config, model_config
 
 def get_config():
   config = base_config()
-  config.data.name = "mnist"
   config.model = model_config("cnn", features=(32, 64), pools=("none", "max"),
                               padding="VALID", conv_dropout=0.25, dense=(128,),
                               dense_dropout=0.5)

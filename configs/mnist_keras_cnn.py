@@ -14,7 +14,6 @@ from practice_jax.config_base import base_config, model_config
 
 def get_config():
   config = base_config()
-  config.data.name = "mnist"
   config.model = model_config("cnn", features=(32,), pools=("max",), padding="VALID",
                               dense=())
   config.optimizer.name = "adam"
@@ -23,6 +22,6 @@ def get_config():
   config.batch_size = 128
   config.num_epochs = 30.0
   config.early_stopping.patience = 3
-  config.early_stopping.metric = "loss"
+  config.early_stopping.metric = "validation/loss"
   config.evaluate_checkpoint = "best"
   return config

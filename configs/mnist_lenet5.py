@@ -11,7 +11,6 @@ from practice_jax.config_base import base_config, model_config
 
 def get_config():
   config = base_config()
-  config.data.name = "mnist"
   config.model = model_config("lenet5", activation="tanh")
   config.optimizer.name = "sgd"
   config.optimizer.momentum = 0.9

@@ -12,7 +12,6 @@ from practice_jax.config_base import base_config, model_config
 
 def get_config():
   config = base_config()
-  config.data.name = "mnist"
   config.model = model_config("mlp", hidden=(512, 512), activation="relu", dropout=0.2)
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3

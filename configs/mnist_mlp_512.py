@@ -11,7 +11,6 @@ from practice_jax.config_base import base_config, model_config
 
 def get_config():
   config = base_config()
-  config.data.name = "mnist"
   config.model = model_config("mlp", hidden=(512,), activation="relu")
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3

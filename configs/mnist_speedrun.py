@@ -19,14 +19,13 @@ from practice_jax.config_base import base_config, model_config
 
 def get_config():
   config = base_config()
-  config.data.name = "mnist"
   config.data.validation_size = 0
   config.model = model_config("cnn", features=(32, 64), pools=("avg", "avg"), dense=(256,))
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 3e-3
   config.optimizer.weight_decay = 1e-4
   config.schedule.name = "one_cycle"
-  config.label_smoothing = 0.1
+  config.task.label_smoothing = 0.1
   config.batch_size = 128
   config.num_epochs = 2.0
   config.log_every_steps = 200

@@ -12,9 +12,7 @@ from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
-  config = base_config()
-  config.task = "language_model"
-  config.data.name = "tiny_shakespeare"
+  config = base_config("language_model", "tiny_shakespeare")
   config.data.block_size = 256
   config.model = model_config("gpt", num_layers=6, num_heads=6, embed_dim=384, dropout=0.2)
   config.optimizer.name = "adamw"
@@ -29,6 +27,6 @@ def get_config():
   config.num_steps = 5000
   config.eval_every_steps = 250
   config.eval_batch_size = 64
-  config.early_stopping.metric = "loss"
+  config.early_stopping.metric = "validation/loss"
   config.steps_per_dispatch = 50
   return config

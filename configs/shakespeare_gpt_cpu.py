@@ -18,9 +18,7 @@ from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
-  config = base_config()
-  config.task = "language_model"
-  config.data.name = "tiny_shakespeare"
+  config = base_config("language_model", "tiny_shakespeare")
   config.data.block_size = 64
   config.model = model_config("gpt", num_layers=4, num_heads=4, embed_dim=128, dropout=0.0)
   config.optimizer.name = "adamw"
@@ -35,6 +33,6 @@ def get_config():
   config.num_steps = 2000
   config.eval_every_steps = 500
   config.eval_batch_size = 100
-  config.early_stopping.metric = "loss"
+  config.early_stopping.metric = "validation/loss"
   config.steps_per_dispatch = 50
   return config

@@ -13,9 +13,7 @@ from practice_jax.config_base import base_config, model_config
 
 
 def get_config():
-  config = base_config()
-  config.task = "language_model"
-  config.data.name = "tiny_shakespeare"
+  config = base_config("language_model", "tiny_shakespeare")
   config.data.block_size = 50
   config.model = model_config("rnn_lm", cell="lstm", hidden=128, num_layers=2,
                               embed_dim=64, dropout=0.0)
@@ -30,6 +28,6 @@ def get_config():
   config.num_steps = 5000
   config.eval_every_steps = 500
   config.eval_batch_size = 100
-  config.early_stopping.metric = "loss"
+  config.early_stopping.metric = "validation/loss"
   config.steps_per_dispatch = 50
   return config

@@ -7,7 +7,6 @@ report files and PNGs in the workdir.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
@@ -24,28 +23,28 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Which split
 def main(argv: list[str]) -> int:
   del argv
   logging.set_verbosity(logging.WARNING)
-  import jax
-
   from practice_jax import train
   from practice_jax.reporting import plots, writers
+  from practice_jax.reporting.artifacts import Artifacts
+  from practice_jax.reporting.progress import format_metrics
   try:
     exp, state, step, which = train.load_trained(_WORKDIR.value, _CHECKPOINT.value,
                                                    with_data=True)
-    if _SPLIT.value not in exp.task.eval_splits:
+    evaluators = exp.task.evaluators()
+    if _SPLIT.value not in evaluators:
       raise UserError(f"The run has no {_SPLIT.value} split (data.validation_size=0); "
                       f"use --split=test.")
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  evaluate = exp.parallel.compile_eval(exp.task.eval_step, exp.config.eval_batch_size)
-  split = exp.parallel.replicate(exp.task.eval_splits[_SPLIT.value])
-  metrics = exp.task.summarize(jax.device_get(evaluate(state, split)))
-  report = exp.task.write_report(state, exp.parallel, _WORKDIR.value, _SPLIT.value)
-  plots.learning_curves(writers.read_metrics(_WORKDIR.value),
-                        os.path.join(_WORKDIR.value, "learning_curves.png"))
-  print(report["text"])
-  print(f"{_SPLIT.value}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) +
-        f" ({which} checkpoint, step {step}); reports written to {_WORKDIR.value}")
+  metrics = evaluators[_SPLIT.value].run(state)
+  out = Artifacts(_WORKDIR.value, exp.parallel.is_main, exp.config.plots)
+  if hasattr(exp.task, "report"):
+    print(exp.task.report(state, _SPLIT.value, out)["text"])
+  out.figure("learning_curves.png", lambda path: plots.learning_curves(
+      writers.read_metrics(_WORKDIR.value), path, title=exp.task.title()))
+  print(f"{_SPLIT.value} {format_metrics(metrics, exp.task.METRICS)} ({which} checkpoint, "
+        f"step {step}); reports written to {_WORKDIR.value}")
   return 0
 
 

@@ -1,4 +1,4 @@
-"""optax optimizers and learning-rate schedules, built from the config.
+"""optax optimizers and learning-rate schedules, built together from the config.
 
 Every optimizer is one optax chain of the same shape, so the regularisers mean the same
 thing whichever optimizer is chosen:
@@ -9,31 +9,129 @@ thing whichever optimizer is chosen:
 This is exactly ``optax.adamw`` for adamw and ``optax.sgd`` for sgd; the penalties and the
 decay are masked so that parameters matching ``optimizer.no_decay`` (biases and norm
 scales by default) are left alone.
+
+General features, for any task and any of its optimizers:
+- ``optimizer.freeze``: parameters whose path matches this regex are not updated
+  (``optax.set_to_zero`` through ``optax.multi_transform``); ``frozen(...)`` tells a task
+  which ones, so that it also keeps their batch-norm statistics fixed.
+- ``optimizer.lr_groups``: ``((regex, factor), ...)``: the first matching group's
+  parameters get the learning rate times `factor` (discriminative fine-tuning).
+- Under ``pmap`` the gradients are averaged over the devices here, before anything else
+  (see models/layers.py), so no task needs to know how it is parallelised.
+
+A task with several models builds one optimizer per model, from the same or its own
+config sections.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
+from practice_jax.models.layers import device_axis
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "one_cycle")
 
 
-def build_schedule(cfg: ml_collections.ConfigDict, learning_rate: float, total_steps: int,
-                   steps_per_epoch: int) -> optax.Schedule:
+def optimizer_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "adamw"                 # sgd | adam | adamw | rmsprop
+  c.learning_rate = 1e-3           # peak learning rate of the schedule
+  c.momentum = 0.9                 # sgd (0 = plain SGD), rmsprop
+  c.nesterov = False               # sgd with nesterov momentum
+  c.b1 = 0.9                       # adam, adamw
+  c.b2 = 0.999                     # adam, adamw
+  c.eps = 1e-8                     # adam, adamw, rmsprop
+  c.rmsprop_decay = 0.9            # rmsprop
+  c.weight_decay = 0.0             # decoupled weight decay: adamw, sgd, rmsprop
+  c.l2 = 0.0                       # L2 penalty l2/2*|w|^2: l2*w added to the gradient
+  c.l1 = 0.0                       # L1 penalty l1*|w|: l1*sign(w) added to the gradient
+  # Parameters whose path ('Dense_0/bias') matches this regex are not decayed/penalised.
+  c.no_decay = r"(bias|scale)$"
+  c.grad_clip_norm = 0.0           # clip the global gradient norm; 0 = off
+  # Parameters whose path matches this regex are frozen ('' = none), e.g. '^(?!Dense_1)'
+  # trains only the head Dense_1 (a linear probe).
+  c.freeze = ""
+  # Per-group learning rates: ((regex, factor), ...), the first match wins.
+  c.lr_groups = ()
+  return c
+
+
+def schedule_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "warmup_cosine"         # constant | cosine | warmup_cosine | step | one_cycle
+  c.warmup_epochs = 0.0            # warmup_cosine...
+  c.warmup_steps = 0               # ...or in steps, when > 0
+  c.end_factor = 0.0               # cosine, warmup_cosine: final lr / peak lr
+  c.step_fractions = (0.5, 0.75)   # step: decay at these fractions of training...
+  c.step_factor = 0.1              # ...multiplying the lr by this each time
+  c.one_cycle_pct_start = 0.3      # one_cycle: fraction of steps spent rising
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How long training is: what schedules are built for."""
+  total_steps: int
+  steps_per_epoch: int | None = None   # None: the data has no epochs
+
+
+def check(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict,
+          prefix: str = "config.") -> str | None:
+  """The first problem with an optimizer and schedule section, as one sentence."""
+  from practice_jax.models.settings import one_of
+  for key, value, choices in (("optimizer.name", opt.name, OPTIMIZERS),
+                              ("schedule.name", sched.name, SCHEDULES)):
+    problem = one_of(choices)(value)
+    if problem:
+      return f"{prefix}{key}={value!r} {problem}"
+  if opt.learning_rate <= 0:
+    return f"{prefix}optimizer.learning_rate={opt.learning_rate} must be positive."
+  if not 0.0 <= opt.momentum < 1.0:
+    return f"{prefix}optimizer.momentum={opt.momentum} must be in [0, 1)."
+  for key in ("weight_decay", "l1", "l2", "grad_clip_norm"):
+    if opt[key] < 0:
+      return f"{prefix}optimizer.{key}={opt[key]} must be >= 0."
+  if opt.name == "adam" and opt.weight_decay:
+    return ("Optimizer 'adam' does not decay weights; use optimizer.name='adamw' for "
+            "decoupled weight decay or optimizer.l2 for an L2 penalty.")
+  groups = [("no_decay", opt.no_decay), ("freeze", opt.freeze)]
+  for group in opt.lr_groups:
+    if len(group) != 2 or not isinstance(group[0], str) or group[1] < 0:
+      return (f"{prefix}optimizer.lr_groups has the entry {tuple(group)!r}; give "
+              f"(regex, factor) pairs with factor >= 0.")
+    groups.append(("lr_groups", group[0]))
+  for key, pattern in groups:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      return (f"{prefix}optimizer.{key}={pattern!r} is not a valid regular expression "
+              f"({e}).")
+  if sched.warmup_epochs < 0 or sched.warmup_steps < 0:
+    return f"{prefix}schedule.warmup_epochs and warmup_steps must be >= 0."
+  if not all(0 < f < 1 for f in sched.step_fractions):
+    return (f"{prefix}schedule.step_fractions={tuple(sched.step_fractions)} must be "
+            f"fractions of training in (0, 1).")
+  return None
+
+
+def build_schedule(cfg: ml_collections.ConfigDict, learning_rate: float, plan: Plan
+                   ) -> optax.Schedule:
   """The learning rate as a function of the step; epochs are converted to steps here."""
-  total_steps = max(total_steps, 1)
+  total_steps = max(plan.total_steps, 1)
   if cfg.name == "constant":
     return optax.constant_schedule(learning_rate)
   if cfg.name == "cosine":
     return optax.cosine_decay_schedule(learning_rate, total_steps, alpha=cfg.end_factor)
   if cfg.name == "warmup_cosine":
-    warmup = cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = cfg.warmup_steps or int(round(cfg.warmup_epochs * (plan.steps_per_epoch or 0)))
     warmup = min(warmup, total_steps - 1)
     return optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, warmup, total_steps, end_value=learning_rate * cfg.end_factor)
@@ -43,19 +141,25 @@ def build_schedule(cfg: ml_collections.ConfigDict, learning_rate: float, total_s
   if cfg.name == "one_cycle":
     return optax.cosine_onecycle_schedule(total_steps, learning_rate,
                                           pct_start=cfg.one_cycle_pct_start)
-  raise ValueError(f"unknown schedule {cfg.name!r}")  # validation catches this first
+  raise ValueError(f"unknown schedule {cfg.name!r}")  # check() catches this first
+
+
+def _path(path) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def path_mask(pattern: str, tree: Any, match: bool = True) -> Any:
+  """A tree of bools: whether each leaf's path ('Dense_0/kernel') matches `pattern`
+  (always False for an empty pattern); with `match` False, the opposite."""
+  regex = re.compile(pattern) if pattern else None
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: (regex is not None and bool(regex.search(_path(path)))) == match,
+      tree)
 
 
 def decay_mask(no_decay: str):
   """A mask function: True for parameters that get weight decay and penalties."""
-  pattern = re.compile(no_decay) if no_decay else None
-
-  def mask(params):
-    def keep(path, _):
-      name = "/".join(str(getattr(k, "key", k)) for k in path)
-      return pattern is None or not pattern.search(name)
-    return jax.tree_util.tree_map_with_path(keep, params)
-  return mask
+  return lambda params: path_mask(no_decay, params, match=False)
 
 
 def add_l1_penalty(l1: float) -> optax.GradientTransformation:
@@ -78,21 +182,65 @@ def _scale_by(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
     if cfg.momentum:
       parts.append(optax.trace(decay=cfg.momentum))
     return optax.chain(*parts)
-  raise ValueError(f"unknown optimizer {cfg.name!r}")  # validation catches this first
+  raise ValueError(f"unknown optimizer {cfg.name!r}")  # check() catches this first
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule
-                    ) -> optax.GradientTransformation:
-  mask = decay_mask(cfg.no_decay)
+def _group_scale(groups) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by the factor of the first group it matches."""
+  def factors(params):
+    def factor(path, _):
+      name = _path(path)
+      return next((float(f) for pattern, f in groups if re.search(pattern, name)), 1.0)
+    return jax.tree_util.tree_map_with_path(factor, params)
+
+  def update(updates, state, params):
+    return jax.tree.map(lambda u, f: u * f, updates, factors(updates)), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _averaged_over_devices(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx` applied to gradients averaged over the devices under pmap (as they are under
+  jit, where XLA reduces over the sharded batch itself); the state is `tx`'s own."""
+  def update(grads, state, params=None):
+    axis = device_axis()
+    if axis is not None:
+      grads = jax.lax.pmean(grads, axis)
+    return tx.update(grads, state, params)
+  return optax.GradientTransformation(tx.init, update)
+
+
+def build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan: Plan
+          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer, learning-rate schedule) for one model's parameters."""
+  schedule = build_schedule(sched, opt.learning_rate, plan)
+  mask = decay_mask(opt.no_decay)
   parts = []
-  if cfg.grad_clip_norm:
-    parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
-  if cfg.l1:
-    parts.append(optax.masked(add_l1_penalty(cfg.l1), mask))
-  if cfg.l2:
-    parts.append(optax.add_decayed_weights(cfg.l2, mask))
-  parts.append(_scale_by(cfg))
-  if cfg.weight_decay:
-    parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))
+  if opt.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  if opt.l1:
+    parts.append(optax.masked(add_l1_penalty(opt.l1), mask))
+  if opt.l2:
+    parts.append(optax.add_decayed_weights(opt.l2, mask))
+  parts.append(_scale_by(opt))
+  if opt.weight_decay:
+    parts.append(optax.add_decayed_weights(opt.weight_decay, mask))
   parts.append(optax.scale_by_learning_rate(schedule))
-  return optax.chain(*parts)
+  if opt.lr_groups:
+    parts.append(_group_scale([tuple(g) for g in opt.lr_groups]))
+  tx = optax.chain(*parts)
+  if opt.freeze:
+    labels = lambda params: jax.tree.map(lambda frozen: "frozen" if frozen else "trained",
+                                         path_mask(opt.freeze, params))
+    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+  return _averaged_over_devices(tx), schedule
+
+
+def keep_frozen(opt: ml_collections.ConfigDict, old: dict, new: dict) -> dict:
+  """Model state (``{'batch_stats': {...}}``) `new`, with the entries of frozen layers
+  taken from `old` (paths matched within each collection, as for parameters): a frozen
+  layer's batch-norm statistics stay as they were."""
+  if not opt.freeze:
+    return new
+  return {name: jax.tree.map(lambda frozen, o, n: o if frozen else n,
+                             path_mask(opt.freeze, tree), old[name], tree)
+          for name, tree in new.items()}

@@ -1,4 +1,5 @@
-"""Compiling the pure step functions for all devices of all processes.
+"""Compiling the pure step functions for all devices of all processes: the one place
+that knows how the work is laid out.
 
 Two modes compile the same train step (``config.parallel.mode``):
 
@@ -8,21 +9,24 @@ Two modes compile the same train step (``config.parallel.mode``):
   replicated, except that with an 'fsdp' axis larger than 1 every state array of at least
   ``fsdp_min_size`` elements is split over that axis along its largest dimension divisible
   by the axis size (parameters and optimizer moments alike); XLA gathers them where used.
-- ``'pmap'``: the classic ``jax.pmap`` over the devices, the step given an ``axis_name``
-  so that it averages gradients with ``lax.pmean``, sums metrics with ``lax.psum`` and
-  synchronises batch norm statistics (one process only). Kept for comparison and for code
-  written that way; 'jit' is the faster default (pmap broadcasts the state to the devices
-  at every dispatch).
+- ``'pmap'``: the classic ``jax.pmap`` over the devices (one process only) under the axis
+  name ``models.layers.DEVICE_AXIS``. Tasks do not see it: the optimizer averages the
+  gradients over it (optim.py), batch norm and random draws synchronise over it
+  (models/layers.py), and the metric sums are added over it here. Kept for comparison and
+  for code written that way; 'jit' is the faster default (pmap broadcasts the state to the
+  devices at every dispatch).
 
-Several train steps run per dispatch: a ``lax.scan`` over a chunk of batches (unrolled on
-CPU for models with convolutions, see ``_has_convolution``), with the metrics summed on
-the device, so the host wakes up once per chunk.
+Several train steps run per dispatch, with the metrics summed on the device, so the host
+wakes up once per chunk: a ``lax.scan`` over the chunk's batches, or the steps unrolled
+when the caller asks (``unroll``: the loop asks on CPU for models that declare
+``CPU_UNROLL``, since XLA:CPU runs convolutions inside a while loop ~20x slower: MNIST
+CNN 1.5 vs 34 steps/s; the scan compiles in constant time and is as fast for the others:
+GPT-cpu config, 10-step chunk, 22.7 steps/s in the loop vs 21.0 unrolled, compiled in
+3.9 s vs 24.5 s).
 
-Data: each process keeps its own shard of the training data on its own devices
-(``put_local``) and gathers the batches of a chunk from it by index; the chunk's global
-batches are then assembled from every process's part with
-``jax.make_array_from_process_local_data``. With one process this is the whole dataset,
-resident on the devices, and nothing crosses the host between steps.
+Data: sources hand over this process's rows of each batch (``local_batches`` is the
+sharding of device-resident ones); with several processes the global batches are
+assembled from every process's part with ``jax.make_array_from_process_local_data``.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from practice_jax.models.layers import DEVICE_AXIS
+
 DATA_AXIS, FSDP_AXIS = "data", "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
-PMAP_AXIS = "devices"
 MODES = ("jit", "pmap")
 
 
@@ -75,6 +80,8 @@ class DataParallel:
       self._local_mesh = Mesh(np.asarray(self.local_devices), ("local",))
       self._local_axes = "local"
     self._global_batches = NamedSharding(self.mesh, P(None, BATCH_AXES))
+    # Where device-resident sources put this process's rows of a chunk [steps, batch].
+    self.local_batches = NamedSharding(self._local_mesh, P(None, self._local_axes))
 
   @property
   def num_devices(self) -> int:
@@ -111,85 +118,83 @@ class DataParallel:
     state = jax.device_get(state) if self.process_count > 1 else state
     return jax.device_put(state, self.state_sharding(state))
 
-  def compile_train_chunk(self, train_step: Callable, train_batch: Callable,
-                          batch_size: int) -> Callable:
-    """fn(state, local_data, local_perm, first_index, num_steps) -> (state, summed
-    metrics, whether every parameter is finite).
+  def _finite(self, state: Any) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
-    Runs `num_steps` (static) consecutive steps of an epoch starting at batch
-    `first_index`; compiled once per distinct `num_steps`. `batch_size` is global; each
-    process gathers its share from its own data (see put_local). In 'jit' mode the input
-    state is donated.
+  def compile_train_chunk(self, train_step: Callable, batch_size: int,
+                          unroll: bool = False) -> Callable:
+    """fn(state, local_batches, num_steps) -> (state, summed metrics, whether every
+    floating-point array of the state is finite).
+
+    Runs `num_steps` consecutive train steps on `local_batches` (this process's rows,
+    [num_steps, batch_size / processes, ...]; an empty dict for tasks that make their own
+    data); compiled once per distinct `num_steps`. `unroll` unrolls the steps instead of
+    scanning them (CPU only). In 'jit' mode the input state is donated.
     """
-    local_batch = batch_size // self.process_count
-    per_device = batch_size // self.num_devices
+    unroll = unroll and self.on_cpu
 
-    def gather(data, perm, first_index, num_steps):
-      batches = jax.vmap(lambda i: train_batch(data, perm, first_index + i, local_batch))(
-          jnp.arange(num_steps))
-      if self.mode == "pmap":   # [steps, batch] -> [local devices, steps, batch/device]
-        batches = jax.tree.map(lambda a: jnp.swapaxes(a.reshape(
-            (num_steps, -1, per_device) + a.shape[2:]), 0, 1), batches)
-      return batches
-
-    # Batch rows over this process's devices: [steps, batch] (jit), or [devices, ...] (pmap).
-    local_out = NamedSharding(self._local_mesh, P(self._local_axes) if self.mode == "pmap"
-                              else P(None, self._local_axes))
-    gather = jax.jit(gather, static_argnames="num_steps", out_shardings=local_out)
-
-    def chunk(state, batches, axis_name=None):
-      step = (train_step if axis_name is None else
-              lambda s, b: train_step(s, b, axis_name=axis_name))
-
+    def chunk(state, batches, num_steps):
       def body(carry, batch):
         state, sums = carry
-        state, metrics = step(state, batch)
+        state, metrics = train_step(state, batch)
         return (state, jax.tree.map(jnp.add, sums, metrics)), None
 
       first = jax.tree.map(lambda a: a[0], batches)
-      zeros = _zeros_like(jax.eval_shape(step, state, first)[1])
-      if self.on_cpu and _has_convolution(step, state, first):
+      zeros = _zeros_like(jax.eval_shape(train_step, state, first)[1])
+      if unroll:
         carry = (state, zeros)
-        for i in range(jax.tree.leaves(batches)[0].shape[0]):
+        for i in range(num_steps):
           carry, _ = body(carry, jax.tree.map(lambda a, i=i: a[i], batches))
         state, sums = carry
       else:
-        (state, sums), _ = jax.lax.scan(body, (state, zeros), batches)
-      finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
-                                  for p in jax.tree.leaves(state.params)]))
-      return state, sums, finite
+        (state, sums), _ = jax.lax.scan(body, (state, zeros), batches, length=num_steps)
+      if self.mode == "pmap":
+        sums = jax.lax.psum(sums, DEVICE_AXIS)
+      return state, sums, self._finite(state)
 
     if self.mode == "pmap":
-      pmapped = jax.pmap(lambda s, b: chunk(s, b, PMAP_AXIS), axis_name=PMAP_AXIS,
-                         in_axes=(None, 0), out_axes=None, devices=self.devices)
+      per_device = batch_size // self.num_devices
+      # [steps, batch] -> [devices, steps, batch/device], each device's rows on it.
+      split = jax.jit(lambda b: jax.tree.map(lambda a: jnp.swapaxes(a.reshape(
+          (a.shape[0], -1, per_device) + a.shape[2:]), 0, 1), b),
+          out_shardings=NamedSharding(self._local_mesh, P(self._local_axes)))
+      compiled = {}
 
-      def run(state, data, perm, first_index, num_steps):
-        state, sums, finite = pmapped(state, gather(data, perm, first_index, num_steps))
+      def run(state, batches, num_steps):
+        if num_steps not in compiled:
+          compiled[num_steps] = jax.pmap(
+              lambda s, b: chunk(s, b, num_steps), axis_name=DEVICE_AXIS,
+              in_axes=(None, 0), out_axes=None, devices=self.devices)
+        state, sums, finite = compiled[num_steps](state, split(batches))
         return self.put_state(state), sums, finite
       return run
 
     jitted = {}
 
-    def train_on(state, batches):
+    def train_on(state, batches, num_steps):
       """The steps on given global batches [steps, batch, ...] (benchmarks use it to
       time the steps without the input pipeline)."""
       if "fn" not in jitted:
         shardings = self.state_sharding(state)
-        jitted["fn"] = jax.jit(chunk, donate_argnums=0, out_shardings=(
-            shardings, self.replicated, self.replicated))
-      return jitted["fn"](state, batches)
+        jitted["fn"] = jax.jit(chunk, donate_argnums=0, static_argnames="num_steps",
+                               out_shardings=(shardings, self.replicated, self.replicated))
+      return jitted["fn"](state, batches, num_steps=num_steps)
 
-    def run(state, data, perm, first_index, num_steps):
-      batches = gather(data, perm, first_index, num_steps)
-      if self.process_count > 1:
-        shape = jax.tree.map(lambda a: (a.shape[0], batch_size) + a.shape[2:], batches)
-        batches = jax.make_array_from_process_local_data(self._global_batches, batches,
-                                                         shape)
-      return train_on(state, batches)
+    def run(state, batches, num_steps):
+      return train_on(state, self.global_batches(batches, batch_size), num_steps)
 
-    run.gather, run.train_on = gather, train_on
+    run.train_on = train_on
     run._cache_size = lambda: jitted["fn"]._cache_size() if jitted else 0
     return run
+
+  def global_batches(self, batches: Any, batch_size: int) -> Any:
+    """This process's rows of a chunk's batches [steps, local batch, ...] as global
+    arrays [steps, batch_size, ...] sharded over the mesh."""
+    if self.process_count > 1:
+      shape = jax.tree.map(lambda a: (a.shape[0], batch_size) + a.shape[2:], batches)
+      return jax.make_array_from_process_local_data(self._global_batches, batches, shape)
+    return jax.device_put(batches, self._global_batches)
 
   def compile_eval(self, eval_step: Callable, batch_size: int) -> Callable:
     """fn(state, padded_split) -> summed metrics over the whole split, in one dispatch."""
@@ -231,14 +236,6 @@ def _in_batches(split: dict[str, Any], batch_size: int) -> dict[str, Any]:
 def _zeros_like(shapes: Any) -> Any:
   """Zeros for a tree of ShapeDtypeStructs: the start of a metric sum."""
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-
-def _has_convolution(fn: Callable, *args) -> bool:
-  """Whether `fn` convolves. XLA:CPU runs convolutions inside a while loop ~20x slower
-  than outside one (measured: MNIST CNN, 1.5 vs 34 steps/s), so on CPU such a chunk is
-  unrolled; other models keep the loop, which compiles in constant time (GPT-cpu config,
-  10-step chunk: 22.7 steps/s in the loop vs 21.0 unrolled, compiled in 3.9 s vs 24.5 s)."""
-  return "conv_general_dilated" in str(jax.make_jaxpr(fn)(*args))
 
 
 def is_main_process() -> bool:

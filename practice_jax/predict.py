@@ -170,9 +170,8 @@ def to_model_input(image: np.ndarray, shape: tuple[int, int, int], invert: str =
 
 
 def _input_spec(task) -> tuple[tuple[int, int, int], list[str]]:
-  """The model's image shape and class names, which the task keeps (or its data does)."""
-  source = task if hasattr(task, "image_shape") else task.data
-  return tuple(source.image_shape), list(source.class_names)
+  """The model's image shape and class names (from the checkpoint's metadata)."""
+  return tuple(task.image_shape), list(task.class_names)
 
 
 def main(argv: list[str]) -> int:
@@ -186,8 +185,8 @@ def main(argv: list[str]) -> int:
     if not paths:
       raise UserError("No images given; pass one or more image files after the flags.")
     exp, state, _, _ = train.load_trained(_WORKDIR.value, _CHECKPOINT.value)
-    if exp.config.task != "classification":
-      raise UserError(f"{_WORKDIR.value} holds a {exp.config.task} run, not an image "
+    if exp.config.task.name != "classification":
+      raise UserError(f"{_WORKDIR.value} holds a {exp.config.task.name} run, not an image "
                       f"classifier; use python -m practice_jax.sample for it.")
     shape, names = _input_spec(exp.task)
     inputs, notes = zip(*(to_model_input(read_image(p, shape[-1]), shape, _INVERT.value,

@@ -37,8 +37,8 @@ def main(argv: list[str]) -> int:
     if not _PROMPT.value:
       raise UserError("--prompt must hold at least one character.")
     exp, state, _, _ = train.load_trained(_WORKDIR.value, _CHECKPOINT.value)
-    if exp.config.task != "language_model":
-      raise UserError(f"{_WORKDIR.value} holds a {exp.config.task} run, not a language "
+    if exp.config.task.name != "language_model":
+      raise UserError(f"{_WORKDIR.value} holds a {exp.config.task.name} run, not a language "
                       f"model; use python -m practice_jax.predict for it.")
     text = exp.task.sample(state, _PROMPT.value, _LENGTH.value, _TEMPERATURE.value,
                            _TOP_K.value, _SEED.value)

@@ -1,7 +1,10 @@
-"""The train state: everything a step reads and writes, as one pytree of arrays.
+"""The train state of single-model tasks: everything a step reads and writes, as one
+pytree of arrays.
 
 It holds no functions (the model and optimizer live in the task), so it saves and
 restores with orbax as it is, and a step is a pure ``(state, batch) -> (state, metrics)``.
+Tasks of other shapes (two models, a frozen teacher, an environment) define their own
+state: the loop only needs a pytree with a ``step`` counter.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ def tiny(config, epochs: float = 0.5):
   config.eval_batch_size = 16
   config.steps_per_dispatch = 2
   config.log_every_steps = 2
-  config.data.validation_size = 16
+  if "validation_size" in config.data:    # image datasets only
+    config.data.validation_size = 16
   config.schedule.warmup_epochs = 0.0
   config.plots = True
   return config
@@ -69,3 +70,30 @@ def real_mnist_data_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   tfds_source.prepare("mnist", data_dir, str(manual))
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def mnist_files() -> Path:
+  """The folder of MNIST's four original files (../shared/data/mnist), for tests that copy
+  or damage them; MNIST prepared elsewhere does not help them, so they skip without it."""
+  manual = SHARED_DATA / "mnist"
+  if not (manual / "train-images-idx3-ubyte.gz").is_file():
+    pytest.skip(f"MNIST's original files are not in {manual} (set $PRACTICE_JAX_SHARED_DATA)")
+  return manual
+
+
+def array_task(config, train, eval_splits=None, info=None, parallel=None):
+  """The task of `config` on in-memory arrays (no TFDS): `train` and each eval split are
+  dicts of numpy arrays; `info` is what the source would report (class names, channel
+  statistics, vocabulary)."""
+  from practice_jax import tasks
+  from practice_jax.data.in_memory import ArraySource
+  from practice_jax.parallel import DataParallel
+  source = ArraySource(train, eval_splits or {}, info or {}, config.seed)
+  return tasks.get(config.task.name)(config, source, parallel or DataParallel())
+
+
+def image_info(num_classes, image_shape, mean=0.5, std=0.25):
+  return {"num_classes": num_classes, "class_names": [str(i) for i in range(num_classes)],
+          "image_shape": list(image_shape), "mean": [mean] * image_shape[-1],
+          "std": [std] * image_shape[-1]}

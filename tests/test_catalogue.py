@@ -15,6 +15,9 @@ from conftest import REPO, load_config, tiny
 from practice_jax import train
 from practice_jax.data import augment
 from practice_jax.reporting import classification as report_lib
+from practice_jax.reporting.progress import format_metrics
+from practice_jax.tasks.base import pad_for_eval
+from practice_jax.tasks.classification import ClassificationTask
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 
@@ -25,14 +28,14 @@ def test_every_config_runs_two_steps_on_mock_data(name, mock_tfds, tmp_path):
   config.num_epochs = 2 / 6            # 48 mock training examples, batch 8: two steps
   if config.num_steps:                 # language models count steps
     config.num_steps = config.eval_every_steps = 2
-    config.sampling.length = 10
+    config.task.sampling.length = 10
   config.steps_per_dispatch = 1
   config.early_stopping.patience = min(config.early_stopping.patience, 1)
   record = train.train_and_evaluate(config, str(tmp_path))
   assert record["steps"] == 2
   assert np.isfinite(record["final"]["test"]["loss"])
   assert (tmp_path / "checkpoints" / "2").is_dir()
-  report = "samples.txt" if config.task == "language_model" else "test_report.txt"
+  report = "samples.txt" if config.task.name == "language_model" else "test_report.txt"
   assert (tmp_path / report).is_file()
 
 
@@ -61,13 +64,12 @@ def test_flip_mirrors_and_crop_shifts_content():
 
 
 def test_augmentation_never_happens_at_evaluation(mock_tfds, tmp_path):
-  from practice_jax import tasks
   config = tiny(load_config("fashion_mnist_cnn"))
-  task = tasks.build(config)
-  from practice_jax import optim
-  tx = optim.build_optimizer(config.optimizer, optim.build_schedule(config.schedule, 1e-3, 10, 1))
-  state = task.init_state(tx)
-  split = task.eval_splits["test"]
+  assert config.task.augment.crop_padding and config.task.augment.horizontal_flip
+  exp = train.build(config)
+  task = exp.task
+  state = task.init_state(exp.plan)
+  split = pad_for_eval(exp.source.eval_splits["test"], config.eval_batch_size)
   first = task.eval_step(state.replace(step=jnp.int32(1)), split)
   second = task.eval_step(state.replace(step=jnp.int32(2)), split)
   chex.assert_trees_all_equal(first, second)
@@ -103,7 +105,9 @@ def test_a_class_never_predicted_has_zero_precision_not_nan():
     ("accuracy", [0.5, 0.6, 0.6, 0.59, 0.61, 0.62, 0.3, 0.3, 0.3], 9),
 ])
 def test_early_stopping_stops_at_the_right_epoch(metric, values, stop_after):
-  stopper = train.EarlyStopping(metric=metric, patience=3)
+  stopper = train.EarlyStopping(
+      metric=f"validation/{metric}", patience=3,
+      higher_is_better=ClassificationTask.METRICS[metric].higher_is_better)
   stopped_at = None
   for epoch, value in enumerate(values, start=1):
     stopper.update(value, step=epoch)
@@ -143,7 +147,9 @@ def test_evaluate_and_predict_command_lines(tmp_path, real_mnist_data_dir):
   result = run("practice_jax.evaluate", f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr[-2000:]
   assert "weighted avg" in result.stdout and "rows: true class" in result.stdout
-  assert f"accuracy {record['final']['test']['accuracy']:.4f}" in result.stdout
+  # The same checkpoint's test metrics as the run reported, in the console's format.
+  assert f"test {format_metrics(record['final']['test'], ClassificationTask.METRICS)} (best" \
+      in result.stdout
   report = json.loads((workdir / "test_report.json").read_text())
   assert sum(map(sum, report["confusion_matrix"])) == 10000
 

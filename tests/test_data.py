@@ -9,7 +9,9 @@ import pytest
 from practice_jax.config_base import base_config
 from practice_jax.data import in_memory, tfds_source
 from practice_jax.errors import UserError
+from practice_jax.parallel import DataParallel
 from practice_jax.state import DATA_STREAM, stream_key
+from practice_jax.tasks.base import pad_for_eval
 
 
 def test_epoch_permutation_is_a_function_of_seed_and_epoch():
@@ -35,10 +37,32 @@ def test_validation_is_the_last_slice_of_train():
 
 def test_pad_for_eval_masks_the_padding():
   split = {"image": np.ones((10, 2, 2, 1), np.uint8), "label": np.arange(10, dtype=np.int32)}
-  padded = in_memory.pad_for_eval(split, 4)
+  padded = pad_for_eval(split, 4)
   chex.assert_shape(padded["image"], (12, 2, 2, 1))
   np.testing.assert_array_equal(padded["mask"], [1] * 10 + [0, 0])
   np.testing.assert_array_equal(padded["label"][:10], split["label"])
+
+
+def test_array_source_batches_follow_the_epoch_permutation():
+  n, local_batch = 20, 4
+  train = {"x": np.arange(n, dtype=np.int32)[:, None] * np.ones((1, 3), np.int32),
+           "label": np.arange(n, dtype=np.int32)}
+  source = in_memory.ArraySource(train, {}, {}, seed=7)
+  source.bind(DataParallel())
+  assert source.steps_per_epoch(local_batch) == 5
+  chunk = jax.device_get(source.batches(1, 3, local_batch))
+  chex.assert_shape([chunk["x"], chunk["label"]], [(3, local_batch, 3), (3, local_batch)])
+  perm = np.asarray(in_memory.epoch_permutation(stream_key(7, DATA_STREAM), 0, n))
+  np.testing.assert_array_equal(chunk["label"].reshape(-1), perm[4:16])
+  np.testing.assert_array_equal(chunk["x"][..., 0], chunk["label"])
+  # A pure function of the step: the same chunk again, and the next epoch reshuffled.
+  np.testing.assert_array_equal(jax.device_get(source.batches(1, 3, local_batch))["label"],
+                                chunk["label"])
+  epoch1 = np.asarray(in_memory.epoch_permutation(stream_key(7, DATA_STREAM), 1, n))
+  np.testing.assert_array_equal(
+      jax.device_get(source.batches(5, 5, local_batch))["label"].reshape(-1), epoch1)
+  with pytest.raises(ValueError, match="epoch boundary"):
+    source.batches(3, 3, local_batch)
 
 
 def test_load_classification_from_mock_tfds(mock_tfds):

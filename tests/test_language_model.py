@@ -6,11 +6,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from conftest import load_config, tiny
 from practice_jax import optim, train
+from practice_jax.data.text import Vocabulary, windows_source
+from practice_jax.parallel import DataParallel
 from practice_jax.tasks.language_model import LanguageModelTask
 
 TEXT = "hello world, jax is fun! " * 4
@@ -24,7 +25,15 @@ def _task(name, **model):
   config.optimizer.learning_rate = 3e-3
   config.optimizer.weight_decay = 0.0
   config.schedule.name = "constant"
-  return LanguageModelTask(config, metadata={"vocab": VOCAB}), config
+  vocab = Vocabulary(VOCAB)
+  source = windows_source(vocab.encode(TEXT), {}, vocab, config.data.block_size,
+                          config.data.eval_windows, config.seed)
+  return LanguageModelTask(config, source, DataParallel()), config
+
+
+def _init(task):
+  """The initial state; the task builds its optimizer (a constant learning rate)."""
+  return task.init_state(optim.Plan(total_steps=300))
 
 
 MODELS = [("shakespeare_gpt_cpu", {"num_layers": 2, "embed_dim": 32, "num_heads": 2}),
@@ -35,8 +44,7 @@ MODELS = [("shakespeare_gpt_cpu", {"num_layers": 2, "embed_dim": 32, "num_heads"
 @pytest.mark.parametrize("name,model", MODELS, ids=["gpt", "lstm", "gru"])
 def test_changing_a_future_character_never_changes_earlier_logits(name, model):
   task, config = _task(name, **model)
-  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1e-3))
-  state = task.init_state(tx)
+  state = _init(task)
   tokens = jax.random.randint(jax.random.key(0), (2, 24), 0, len(VOCAB))
   changed = tokens.at[:, 15].set((tokens[:, 15] + 1) % len(VOCAB))
   a, b = task.logits(state, tokens), task.logits(state, changed)
@@ -48,12 +56,12 @@ def test_changing_a_future_character_never_changes_earlier_logits(name, model):
 @pytest.mark.parametrize("name,model", MODELS, ids=["gpt", "lstm", "gru"])
 def test_untrained_loss_is_about_log_vocab_and_memorising_drives_it_near_zero(name, model):
   task, config = _task(name, **model)
-  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(3e-3))
-  state = task.init_state(tx)
+  state = _init(task)
   tokens = jnp.asarray(task.vocab.encode(TEXT))
   starts = jnp.arange(0, len(TEXT) - 25, 3)
   batch = {"tokens": jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(tokens, s, 25))(starts)}
-  step = jax.jit(lambda s, b: task.train_step(s, b, tx))
+  assert float(task.schedules["learning_rate"](299)) == pytest.approx(3e-3)
+  step = jax.jit(task.train_step)
   _, first = step(state, batch)
   first_loss = task.summarize(first)["loss"]
   assert first_loss == pytest.approx(math.log(len(VOCAB)), abs=0.3)
@@ -64,8 +72,7 @@ def test_untrained_loss_is_about_log_vocab_and_memorising_drives_it_near_zero(na
 
 def test_sampling_is_deterministic_and_respects_top_k():
   task, config = _task(MODELS[0][0], **MODELS[0][1])
-  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1e-3))
-  state = task.init_state(tx)
+  state = _init(task)
   a = task.sample(state, "hello", 15, temperature=1.0, top_k=0, seed=3)
   b = task.sample(state, "hello", 15, temperature=1.0, top_k=0, seed=3)
   c = task.sample(state, "hello", 15, temperature=1.0, top_k=0, seed=4)
@@ -81,8 +88,7 @@ def test_sampling_is_deterministic_and_respects_top_k():
 
 def test_sampling_longer_than_the_context_slides_the_window():
   task, config = _task(MODELS[0][0], **MODELS[0][1])
-  tx = optim.build_optimizer(config.optimizer, optax.constant_schedule(1e-3))
-  text = task.sample(task.init_state(tx), "h", 60, temperature=1.0, top_k=5, seed=0)
+  text = task.sample(_init(task), "h", 60, temperature=1.0, top_k=5, seed=0)
   assert len(text) == 61 and set(text) <= set(VOCAB)
 
 
@@ -90,18 +96,20 @@ def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
   config = tiny(load_config("shakespeare_gpt_cpu"))
   config.num_steps = 4
   config.eval_every_steps = 2
-  config.sampling.length = 20
+  config.task.sampling.length = 20
   config.model.num_layers = 1
   record = train.train_and_evaluate(config, str(tmp_path))
   assert record["steps"] == 4 and "bits_per_char" in record["final"]["test"]
   trained_vocab = train.build(config).task.vocab.chars
   exp, state, step, _ = train.load_trained(str(tmp_path))     # no dataset: metadata only
-  assert exp.task.train_data == {} and exp.task.vocab.chars == trained_vocab
+  assert exp.source.num_train_examples == 0 and exp.source.eval_splits == {}
+  assert exp.task.vocab.chars == trained_vocab
   assert step == 4
   assert len(exp.task.sample(state, trained_vocab[0], 10, 0.8, 5, 0)) == 11
   assert (tmp_path / "samples.txt").read_text().count("--- sample") == 2
+  # One sample at every evaluation, the one before training (step 0) included.
   assert sorted(p.name for p in (tmp_path / "samples_during_training").iterdir()) == [
-      "step_00000002.txt", "step_00000004.txt"]
+      "step_00000000.txt", "step_00000002.txt", "step_00000004.txt"]
 
   # The sample command needs only the workdir (no dataset): run it as a user would.
   import subprocess

@@ -12,8 +12,8 @@ CASES = [
     # (extra arguments, extra environment, words the message must contain)
     (["--config.model.name=resnet50"], {}, "Unknown model (config.model.name) 'resnet50'"),
     (["--config.data.name=mnsit"], {}, "did you mean 'mnist'"),
-    (["--config.optimizer.name=adamax"], {}, "Unknown optimizer"),
-    (["--config.schedule.name=linear"], {}, "Unknown schedule"),
+    (["--config.optimizer.name=adamax"], {}, "config.optimizer.name='adamax' must be one of"),
+    (["--config.schedule.name=linear"], {}, "config.schedule.name='linear' must be one of"),
     (["--config.optimizer.learning_rate=0"], {}, "learning_rate=0.0 must be positive"),
     (["--config.optimizer.learning_rate=-0.1"], {}, "must be positive"),
     (["--config.batch_size=0"], {}, "config.batch_size=0 must be positive"),
@@ -29,13 +29,24 @@ CASES = [
      {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, "does not fit the 4 devices"),
     (["--config.parallel.mode=pmap", "--config.parallel.mesh_shape=(2,2)"],
      {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, "shard it with mode='jit'"),
-    (["--config.model.conv_impl=winograd"], {}, "Unknown convolution lowering"),
+    (["--config.model.conv_impl=winograd"], {}, "conv_impl='winograd' must be one of"),
     (["--num_processes=2", "--process_id=0"], {}, "--coordinator_address is missing"),
     (["--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=2"], {},
      "--process_id=2 must be in 0..1"),
-    (["--config.early_stopping.metric=f1"], {}, "Unknown early stopping metric"),
-    (["--config.evaluate_checkpoint=first"], {}, "Unknown checkpoint to evaluate"),
-    (["--config.augment.crop_padding=-2"], {}, "crop_padding=-2 must be >= 0"),
+    (["--config.early_stopping.metric=f1"], {}, "early_stopping.metric='f1' must be one of"),
+    (["--config.evaluate_checkpoint=first"], {}, "evaluate_checkpoint='first' must be one of"),
+    (["--config.task.augment.crop_padding=-2"], {}, "crop_padding=-2 must be >= 0"),
+    # Each model refuses its own bad settings before any data is loaded.
+    (["--config.model.padding=foo"], {}, "config.model.padding='foo' must be one of SAME, VALID"),
+    (["--config.model.features=(8,0)"], {}, "has the entry 0, which must be at least 1"),
+    (["--config.model.pools=(\"avg\",)"], {}, "give one pool per conv stage"),
+    # Keys that moved to the part that owns them, and keys at the wrong level.
+    (["--config.label_smoothing=0.1"], {}, "use config.task.label_smoothing"),
+    (["--config.augment.horizontal_flip=True"], {}, "use config.task.augment.horizontal_flip"),
+    (["--config.learning_rate=0.1"], {}, "did you mean config.optimizer.learning_rate?"),
+    (["--config.lerning_rate=0.1"], {}, "did you mean config.optimizer.learning_rate?"),
+    (["--config.data.block_size=8"], {}, "Unknown config key config.data.block_size"),
+    (["--config.optimizer.freeze=(Dense"], {}, "is not a valid regular expression"),
     (["--config.optimizer.no_decay=(bias"], {}, "is not a valid regular expression"),
     (["--config.optimizer.name=adam", "--config.optimizer.weight_decay=0.1"], {},
      "use optimizer.name='adamw'"),
@@ -71,6 +82,23 @@ def test_bad_input_is_refused_in_one_sentence(tmp_path, args, env, expected):
   assert expected in _message(result)
   assert (workdir / "precious.txt").read_text() == "keep"
   assert [p.name for p in workdir.iterdir()] == ["precious.txt"]   # nothing written
+
+
+MLP_CASES = [
+    (["--config.model.activation=relux"], "must be one of relu, gelu, tanh, sigmoid, silu; "
+                                          "did you mean 'relu'?"),
+    (["--config.model.hidden=(0,)"], "config.model.hidden=(0,) has the entry 0"),
+    (["--config.model.dropout=1.0"], "config.model.dropout=1.0 must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("args,expected", MLP_CASES, ids=[c[0][0] for c in MLP_CASES])
+def test_model_settings_are_refused_before_anything_is_written(tmp_path, args, expected):
+  workdir = tmp_path / "new_run"
+  result = _run(args + [f"--workdir={workdir}"], config="configs/mnist_mlp.py")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert expected in _message(result)
+  assert not workdir.exists()
 
 
 def test_unwritable_workdir(tmp_path):

@@ -77,8 +77,9 @@ def test_pair_equals_one_process_on_the_same_global_batches(pair_run, real_mnist
                                       len(shards[0]["label"])))
   # The replay's optimizer must be the run's, not the data-free stand-in's.
   exp = train.build(config)
-  state = exp.task.init_state(exp.tx)
-  step_fn = jax.jit(lambda s, b: exp.task.train_step(s, b, exp.tx))
+  assert exp.plan.total_steps == 12 and exp.local_batch == config.batch_size
+  state = exp.task.init_state(exp.plan)
+  step_fn = jax.jit(exp.task.train_step)
   for t in range(12):
     idx = perm[t * half:(t + 1) * half]
     batch = {k: jnp.concatenate([shards[0][k][idx], shards[1][k][idx]]) for k in ("image", "label")}

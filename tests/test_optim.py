@@ -15,6 +15,17 @@ def _opt_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
+def _constant_tx(opt: ml_collections.ConfigDict, learning_rate: float
+                 ) -> optax.GradientTransformation:
+  """The optimizer of `opt` at a constant learning rate."""
+  opt.learning_rate = learning_rate
+  sched = base_config().schedule
+  sched.name = "constant"
+  tx, schedule = optim.build(opt, sched, optim.Plan(total_steps=100, steps_per_epoch=10))
+  assert float(schedule(0)) == float(schedule(99)) == pytest.approx(learning_rate)
+  return tx
+
+
 PARAMS = {"Dense_0": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.full((2,), 2.0)}}
 
 
@@ -25,7 +36,7 @@ PARAMS = {"Dense_0": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.full((2,), 2.
     ("rmsprop", {"momentum": 0.9}),
 ])
 def test_every_optimizer_descends_a_quadratic(name, extra):
-  tx = optim.build_optimizer(_opt_config(name=name, **extra), optax.constant_schedule(0.05))
+  tx = _constant_tx(_opt_config(name=name, **extra), 0.05)
   params = PARAMS
   state = tx.init(params)
   loss = lambda p: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))
@@ -38,8 +49,7 @@ def test_every_optimizer_descends_a_quadratic(name, extra):
 
 
 def test_decoupled_weight_decay_skips_biases_by_default():
-  tx = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, weight_decay=0.5),
-                             optax.constant_schedule(0.1))
+  tx = _constant_tx(_opt_config(name="sgd", momentum=0.0, weight_decay=0.5), 0.1)
   zero_grads = jax.tree.map(jnp.zeros_like, PARAMS)
   updates, _ = tx.update(zero_grads, tx.init(PARAMS), PARAMS)
   chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.1 * 0.5 * 2.0 * jnp.ones((3, 2)))
@@ -47,20 +57,18 @@ def test_decoupled_weight_decay_skips_biases_by_default():
 
 
 def test_l2_and_l1_penalties_are_added_to_the_gradient():
-  sched = optax.constant_schedule(1.0)
   grads = jax.tree.map(jnp.zeros_like, PARAMS)
-  l2 = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, l2=0.01, no_decay=""), sched)
+  l2 = _constant_tx(_opt_config(name="sgd", momentum=0.0, l2=0.01, no_decay=""), 1.0)
   updates, _ = l2.update(grads, l2.init(PARAMS), PARAMS)
   chex.assert_trees_all_close(updates, jax.tree.map(lambda p: -0.01 * p, PARAMS))
-  l1 = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, l1=0.01), sched)
+  l1 = _constant_tx(_opt_config(name="sgd", momentum=0.0, l1=0.01), 1.0)
   updates, _ = l1.update(grads, l1.init(PARAMS), PARAMS)
   chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.01 * jnp.ones((3, 2)))
   chex.assert_trees_all_close(updates["Dense_0"]["bias"], jnp.zeros((2,)))
 
 
 def test_gradient_clipping_bounds_the_update_norm():
-  tx = optim.build_optimizer(_opt_config(name="sgd", momentum=0.0, grad_clip_norm=1.0),
-                             optax.constant_schedule(1.0))
+  tx = _constant_tx(_opt_config(name="sgd", momentum=0.0, grad_clip_norm=1.0), 1.0)
   grads = jax.tree.map(lambda p: 100.0 * jnp.ones_like(p), PARAMS)
   updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
   assert float(optax.global_norm(updates)) == pytest.approx(1.0, rel=1e-5)
@@ -70,7 +78,7 @@ def _schedule(name, **kw):
   cfg = base_config().schedule
   cfg.name = name
   cfg.update(kw)
-  return optim.build_schedule(cfg, 0.1, total_steps=1000, steps_per_epoch=100)
+  return optim.build_schedule(cfg, 0.1, optim.Plan(total_steps=1000, steps_per_epoch=100))
 
 
 def test_schedules_have_the_documented_shape():
@@ -85,3 +93,23 @@ def test_schedules_have_the_documented_shape():
   cycle = _schedule("one_cycle", one_cycle_pct_start=0.3)
   assert float(cycle(300)) == pytest.approx(0.1) and float(cycle(0)) < 0.01
   assert float(cycle(1000)) < 1e-4
+
+
+def test_frozen_parameters_are_never_updated():
+  tx = _constant_tx(_opt_config(name="adamw", weight_decay=0.1, freeze=r"^Dense_0/"), 0.1)
+  params = {**PARAMS, "Dense_1": {"kernel": jnp.full((2, 2), 2.0)}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  chex.assert_trees_all_equal(updates["Dense_0"], jax.tree.map(jnp.zeros_like, PARAMS["Dense_0"]))
+  assert float(jnp.min(jnp.abs(updates["Dense_1"]["kernel"]))) > 0
+
+
+def test_lr_groups_scale_the_first_matching_group():
+  groups = ((r"bias$", 0.0), (r"^Dense_0/", 0.5), (r"kernel", 3.0))
+  tx = _constant_tx(_opt_config(name="sgd", momentum=0.0, lr_groups=groups), 1.0)
+  params = {**PARAMS, "Dense_1": {"kernel": jnp.full((2, 2), 2.0)}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  chex.assert_trees_all_close(updates["Dense_0"]["bias"], jnp.zeros((2,)))
+  chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.5 * jnp.ones((3, 2)))
+  chex.assert_trees_all_close(updates["Dense_1"]["kernel"], -3.0 * jnp.ones((2, 2)))

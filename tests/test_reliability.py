@@ -146,8 +146,10 @@ def test_a_workdir_with_another_config_is_refused_unless_told(mock_tfds, tmp_pat
   restarted = train.train_and_evaluate(changed, str(tmp_path), on_config_change="restart")
   assert restarted["steps"] == 18
   from practice_jax.reporting import writers
-  first_record = writers.read_metrics(str(tmp_path))[0]
-  assert first_record["step"] == 2    # the old history was deleted: a fresh run
+  records = writers.read_metrics(str(tmp_path))
+  # The old history was deleted: one fresh run, its evaluation before training first.
+  assert (records[0]["step"], records[0]["split"]) == (0, "validation")
+  assert [r["step"] for r in records].count(0) == 1
 
 
 def test_continuing_with_an_incompatible_state_is_refused_and_moves_nothing(mock_tfds, tmp_path):

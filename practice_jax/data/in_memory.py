@@ -1,22 +1,30 @@
-"""The input path for datasets that fit in memory (MNIST, Fashion-MNIST, CIFAR).
+"""Image classification datasets from TFDS (MNIST, Fashion-MNIST, CIFAR), and the
+device-resident source for any data that fits in memory.
 
-The splits are loaded once as uint8 numpy arrays and put on the device whole; the compiled
-train step gathers its batch from them by index, so no host work happens between steps.
-Each epoch's order is a permutation computed from (seed, epoch), which makes the data a
-pure function of the step: a resumed run sees exactly the batches an uninterrupted one
-would. Normalisation happens on the device, inside the step.
+The splits are loaded once as uint8 numpy arrays and put on the device whole; a compiled
+gather takes each chunk's batches from them by index, so no host work happens between
+steps. Each epoch's order is a permutation computed from (seed, epoch), which makes the
+data a pure function of the step: a resumed run sees exactly the batches an uninterrupted
+one would. Normalisation happens on the device, inside the step. With
+``config.data.in_memory=False`` the same dataset streams from disk instead
+(streaming.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from practice_jax.data import catalogue, tfds_source
+from practice_jax.data.base import Entry
 from practice_jax.errors import UserError
+from practice_jax.state import DATA_STREAM, stream_key
 
 Split = dict[str, np.ndarray]
 
@@ -37,8 +45,9 @@ class ClassificationData:
 
   def metadata(self) -> dict:
     """What inference needs (stored in every checkpoint): no dataset required."""
-    return {"class_names": self.class_names, "image_shape": list(self.image_shape),
-            "mean": self.mean.tolist(), "std": self.std.tolist()}
+    return {"class_names": self.class_names, "num_classes": self.num_classes,
+            "image_shape": list(self.image_shape), "mean": self.mean.tolist(),
+            "std": self.std.tolist()}
 
   @classmethod
   def from_metadata(cls, meta: dict) -> "ClassificationData":
@@ -109,19 +118,109 @@ def _global_channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean.astype(np.float32), std.astype(np.float32)
 
 
-def pad_for_eval(split: Split, batch_size: int) -> Split:
-  """Pads a split to whole batches and adds a 0/1 'mask', so every example counts once."""
-  n = len(next(iter(split.values())))
-  padded = -(-n // batch_size) * batch_size
-  out = {k: np.concatenate([v, np.zeros((padded - n,) + v.shape[1:], v.dtype)])
-         for k, v in split.items()}
-  out["mask"] = (np.arange(padded) < n).astype(np.float32)
-  return out
-
-
 def epoch_permutation(data_key: jax.Array, epoch: int, num_examples: int) -> jax.Array:
   """The order of the training examples in `epoch`: a function of (seed, epoch) only."""
   return _permutation(jax.random.fold_in(data_key, epoch), num_examples)
 
 
 _permutation = jax.jit(jax.random.permutation, static_argnums=1)
+
+
+def take(data: dict[str, jax.Array], idx: jax.Array) -> dict[str, jax.Array]:
+  """The examples at `idx` of every field."""
+  return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
+
+
+class ArraySource:
+  """Training arrays resident on the devices (this process's share); batches of a chunk
+  gathered on the device by index from the epoch's permutation. `select(data, idx)`
+  turns a batch of indices into examples (default: `take`)."""
+
+  def __init__(self, train: dict[str, np.ndarray], eval_splits: dict[str, dict],
+               info: dict, seed: int, num_examples: int | None = None,
+               select: Callable = take, element_spec: dict | None = None):
+    self.train, self.eval_splits, self.info = train, eval_splits, info
+    self.num_train_examples = (len(next(iter(train.values()))) if num_examples is None
+                               else num_examples)
+    self.element_spec = element_spec or {
+        k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in train.items()}
+    self._select, self._data_key = select, stream_key(seed, DATA_STREAM)
+    self._device_data = self._gather = None
+    self._perm_epoch = self._perm = None
+
+  def steps_per_epoch(self, local_batch: int) -> int:
+    return self.num_train_examples // local_batch
+
+  def bind(self, parallel) -> None:
+    self._put = parallel.put_local
+    self._device_data = parallel.put_local(self.train)
+    select = self._select
+
+    def gather(data, perm, first, num_steps, local_batch):
+      def batch(i):
+        idx = jax.lax.dynamic_slice_in_dim(perm, (first + i) * local_batch, local_batch)
+        return select(data, idx)
+      return jax.vmap(batch)(jnp.arange(num_steps))
+    self._gather = jax.jit(gather, static_argnames=("num_steps", "local_batch"),
+                           out_shardings=parallel.local_batches)
+
+  def batches(self, step: int, num_steps: int, local_batch: int) -> Any:
+    epoch, index = divmod(step, self.steps_per_epoch(local_batch))
+    if index + num_steps > self.steps_per_epoch(local_batch):
+      raise ValueError("a chunk of steps must not cross an epoch boundary")
+    if epoch != self._perm_epoch:
+      self._perm_epoch = epoch
+      self._perm = self._put(epoch_permutation(self._data_key, epoch,
+                                               self.num_train_examples))
+    return self._gather(self._device_data, self._perm, index, num_steps=num_steps,
+                        local_batch=local_batch)
+
+
+# -- config.data for the TFDS image datasets ---------------------------------------------
+
+def _config(name: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = name
+  # TFDS data directory; None means $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.data_dir = ml_collections.config_dict.placeholder(str)
+  # A folder holding the dataset's original files (e.g. the four MNIST .gz files), for
+  # preparing offline; None means <data_dir>/downloads/manual.
+  c.manual_dir = ml_collections.config_dict.placeholder(str)
+  # The last `validation_size` examples of the training split are held out for
+  # validation (a fixed slice, never shuffled in); the test split is only used at the end.
+  c.validation_size = 5000
+  # True: the training split lives on the devices (fast). False: it streams from an
+  # ArrayRecord copy on disk through grain, for data larger than memory (streaming.py).
+  c.in_memory = True
+  c.stream_threads = 4           # streaming: reader threads
+  c.stream_prefetch = 8          # streaming: batches read ahead
+  return c
+
+
+def _check(cfg: ml_collections.ConfigDict) -> str | None:
+  if cfg.validation_size < 0:
+    return f"config.data.validation_size={cfg.validation_size} must be >= 0."
+  if cfg.stream_threads < 1 or cfg.stream_prefetch < 1:
+    return "config.data.stream_threads and stream_prefetch must be at least 1."
+  return None
+
+
+def _splits(data: ClassificationData) -> dict[str, dict]:
+  splits = {"validation": data.validation, "test": data.test}
+  return {k: v for k, v in splits.items() if v is not None and len(v["label"])}
+
+
+def _build(cfg: ml_collections.ConfigDict, seed: int):
+  if not cfg.in_memory:
+    from practice_jax.data import streaming
+    return streaming.tfds_images(cfg, seed)
+  data = load_classification(cfg)
+  return ArraySource(data.train, _splits(data), data.metadata(), seed)
+
+
+def _from_info(cfg: ml_collections.ConfigDict, info: dict) -> ArraySource:
+  data = ClassificationData.from_metadata(info)
+  return ArraySource(data.train, {}, data.metadata(), 0)
+
+
+ENTRY = Entry("image", _config, _check, _build, _from_info)

@@ -3,7 +3,8 @@
 The vocabulary is the sorted set of characters of the training split; it is stored with
 every checkpoint, so sampling never needs the dataset. Training windows are drawn from
 random start offsets (a permutation of all offsets per (seed, epoch), so the data is a
-function of the step); validation uses a fixed set of non-overlapping windows.
+function of the step); validation uses a fixed set of non-overlapping windows. The
+training text lives on the devices (an ``ArraySource`` whose examples are the offsets).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from practice_jax.data import catalogue, tfds_source
+from practice_jax.data.base import Entry
+from practice_jax.data.in_memory import ArraySource
 from practice_jax.errors import UserError
 
 
@@ -86,3 +90,52 @@ def process_shard(tokens: np.ndarray) -> np.ndarray:
     return tokens
   size = len(tokens) // count
   return tokens[jax.process_index() * size:(jax.process_index() + 1) * size]
+
+
+def windows_source(tokens: np.ndarray, eval_texts: dict[str, np.ndarray], vocab: Vocabulary,
+                   block_size: int, eval_windows: int, seed: int) -> ArraySource:
+  """Training windows of `block_size + 1` tokens (input and shifted target) from every
+  offset of this process's share of `tokens`; fixed evaluation windows of `eval_texts`."""
+  length = block_size + 1
+
+  def select(data, starts):
+    return {"tokens": jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(
+        data["tokens"], s, length))(starts)}
+
+  splits = {name: {"tokens": fixed_windows(t, length, eval_windows)}
+            for name, t in eval_texts.items()}
+  # Every offset at which a whole (input, target) window fits is one "example".
+  return ArraySource({"tokens": tokens}, splits, {"vocab": vocab.chars}, seed,
+                     num_examples=max(len(tokens) - block_size, 0), select=select,
+                     element_spec={"tokens": jax.ShapeDtypeStruct((length,), jnp.int32)})
+
+
+def _config(name: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.data_dir = ml_collections.config_dict.placeholder(str)    # as for image datasets
+  c.manual_dir = ml_collections.config_dict.placeholder(str)
+  c.block_size = 64          # characters per training window (and the model's context)
+  c.eval_windows = 500       # fixed validation/test windows evaluated; 0 = all
+  return c
+
+
+def _check(cfg: ml_collections.ConfigDict) -> str | None:
+  if cfg.block_size < 1 or cfg.eval_windows < 0:
+    return "config.data.block_size must be at least 1 and data.eval_windows >= 0."
+  return None
+
+
+def _build(cfg: ml_collections.ConfigDict, seed: int) -> ArraySource:
+  data = load_text(cfg)
+  return windows_source(process_shard(data.train), {"validation": data.validation,
+                                                    "test": data.test},
+                        data.vocab, cfg.block_size, cfg.eval_windows, seed)
+
+
+def _from_info(cfg: ml_collections.ConfigDict, info: dict) -> ArraySource:
+  return windows_source(np.zeros((0,), np.int32), {}, Vocabulary(info["vocab"]),
+                        cfg.block_size, cfg.eval_windows, 0)
+
+
+ENTRY = Entry("text", _config, _check, _build, _from_info)

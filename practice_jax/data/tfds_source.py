@@ -54,15 +54,21 @@ def _hosts_reachable(urls: list[str]) -> bool:
   return True
 
 
-def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None):
-  """Makes sure dataset `name` is prepared in `data_dir`; returns its TFDS builder."""
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
+            file_format: str | None = None):
+  """Makes sure dataset `name` is prepared in `data_dir`; returns its TFDS builder.
+  With file_format='array_record' (random access, for streaming) the copy is prepared in
+  <data_dir>/array_record, beside the default TFRecord one."""
   tfds = _tfds()
   data_dir = data_dir or default_data_dir()
   manual = Path(manual_dir) if manual_dir else Path(data_dir) / "downloads" / "manual"
+  if file_format:
+    data_dir = str(Path(data_dir) / file_format)
   if manual_dir and not manual.is_dir():
     raise UserError(f"The manual directory {manual} for {name} does not exist; pass the "
                     f"folder that holds {name}'s original files.")
-  builder = tfds.builder(CATALOGUE[name].tfds_name, data_dir=data_dir)
+  builder = tfds.builder(CATALOGUE[name].tfds_name, data_dir=data_dir,
+                         **({"file_format": file_format} if file_format else {}))
   if builder.is_prepared():
     return builder
   urls = sorted(builder.url_infos or {})

@@ -3,15 +3,21 @@
 A new model is one file in this package plus one line in ``_REGISTRY``. Each model is a
 Linen module whose dataclass fields are the keys allowed under ``config.model`` (besides
 ``name``, and the data-given ``num_classes``/``block_size``); its ``__call__(x, train)``
-returns logits.
+returns logits. It declares what each setting accepts in ``SETTINGS`` (rules from
+``settings.py``; ``check_settings`` for rules across settings), so a bad value is refused
+before any data is loaded, and sets ``CPU_UNROLL = True`` if it convolves (see
+``parallel.py``: XLA:CPU runs convolutions slowly inside loops). This package imports no
+other part of practice_jax.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import flax.linen as nn
 
+from practice_jax.models import settings as settings_lib
 from practice_jax.models.cnn import CNN
 from practice_jax.models.gpt import GPT
 from practice_jax.models.lenet import LeNet5
@@ -28,8 +34,8 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "gpt": GPT,
 }
 
-# Settings that come from the data or the run (pmap's axis), not from config.model.
-DATA_SETTINGS = ("num_classes", "block_size", "axis_name")
+# Settings that come from the data, not from config.model.
+DATA_SETTINGS = ("num_classes", "block_size")
 
 
 def names() -> list[str]:
@@ -50,15 +56,35 @@ def defaults(name: str) -> dict:
   return {k: fields[k].default for k in hyperparameters(name)}
 
 
-def build(name: str, num_classes: int, block_size: int | None = None,
-          axis_name: str | None = None, **kwargs) -> nn.Module:
-  """Model `name` with its config settings; `block_size` is passed to models that take
-  it, and `axis_name` (pmap mode: batch norm statistics and dropout masks over all
-  devices) to every model."""
+def check(cfg) -> str | None:
+  """The first problem with a config.model section, as one sentence, or None."""
+  if cfg.name not in _REGISTRY:
+    match = difflib.get_close_matches(cfg.name, names(), n=1)
+    hint = f"did you mean {match[0]!r}? " if match else ""
+    return (f"Unknown model (config.model.name) {cfg.name!r}: {hint}choose one of "
+            f"{', '.join(names())}.")
+  cls, allowed = _REGISTRY[cfg.name], hyperparameters(cfg.name)
+  values = {k: v for k, v in cfg.items() if k != "name"}
+  for key in values:
+    if key not in allowed:
+      match = difflib.get_close_matches(key, allowed, n=1)
+      hint = f"did you mean {match[0]!r}? " if match else ""
+      return (f"Model {cfg.name!r} has no setting config.model.{key}: {hint}its settings "
+              f"are {', '.join(allowed)}.")
+  problem = settings_lib.check(values, getattr(cls, "SETTINGS", {}))
+  if problem is None and hasattr(cls, "check_settings"):
+    problem = cls.check_settings({**defaults(cfg.name), **values})
+  return problem
+
+
+def unrolled_on_cpu(name: str) -> bool:
+  """Whether the model's train steps should be unrolled rather than scanned on CPU."""
+  return getattr(_REGISTRY[name], "CPU_UNROLL", False)
+
+
+def build(name: str, num_classes: int, block_size: int | None = None, **kwargs) -> nn.Module:
+  """Model `name` with its config settings; `block_size` is passed to models that take it."""
   cls = _REGISTRY[name]
-  fields = {f.name for f in dataclasses.fields(cls)}
-  if block_size is not None and "block_size" in fields:
+  if block_size is not None and "block_size" in {f.name for f in dataclasses.fields(cls)}:
     kwargs["block_size"] = block_size
-  if axis_name is not None and "axis_name" in fields:
-    kwargs["axis_name"] = axis_name
   return cls(num_classes=num_classes, **kwargs)

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from practice_jax.models import conv
-from practice_jax.models.layers import Dropout
+from practice_jax.models.layers import BatchNorm, Dropout
+from practice_jax.models.settings import each, fraction, one_of, positive
 
 POOLS = ("avg", "max", "none")
 
@@ -28,7 +29,20 @@ class CNN(nn.Module):
   dense: Sequence[int] = (256,)
   dense_dropout: float = 0.0              # after every hidden dense layer
   conv_impl: str = "auto"                 # conv and pool lowering, see models/conv.py
-  axis_name: str | None = None            # set by the task in pmap mode (models/layers.py)
+
+  SETTINGS = {"features": each(positive, min_len=1), "kernel_size": positive,
+              "padding": one_of(("SAME", "VALID")), "pools": each(one_of(POOLS)),
+              "conv_dropout": fraction, "dense": each(positive), "dense_dropout": fraction,
+              "conv_impl": one_of(conv.CONV_IMPLS)}
+  CPU_UNROLL = True   # convolutions: see parallel.py
+
+  @staticmethod
+  def check_settings(settings: dict) -> str | None:
+    pools, features = settings.get("pools", ()), settings.get("features", ())
+    if len(pools) != len(features):
+      return (f"config.model.pools has {len(pools)} entries but config.model.features has "
+              f"{len(features)}; give one pool per conv stage.")
+    return None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -38,14 +52,13 @@ class CNN(nn.Module):
     for width, pool in zip(self.features, self.pools, strict=True):
       x = conv_layer(width, k, padding=self.padding, use_bias=not self.batch_norm)(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                         axis_name=self.axis_name)(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9)(x)
       x = nn.relu(x)
       if pool != "none":
         x = conv.pool(pool, x, impl)
-    x = Dropout(self.conv_dropout, not train, self.axis_name)(x)
+    x = Dropout(self.conv_dropout, not train)(x)
     x = x.reshape((x.shape[0], -1))
     for width in self.dense:
       x = nn.relu(nn.Dense(width)(x))
-      x = Dropout(self.dense_dropout, not train, self.axis_name)(x)
+      x = Dropout(self.dense_dropout, not train)(x)
     return nn.Dense(self.num_classes)(x)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from practice_jax.models.layers import Dropout
+from practice_jax.models.settings import fraction, positive
 
 _INIT = nn.initializers.normal(stddev=0.02)
 
@@ -23,7 +24,6 @@ class CausalSelfAttention(nn.Module):
   num_heads: int
   dropout: float
   num_layers: int
-  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -34,24 +34,22 @@ class CausalSelfAttention(nn.Module):
     y = jax.nn.dot_product_attention(q, k, v, is_causal=True)        # [b, t, heads, dim]
     y = nn.Dense(c, kernel_init=_residual_init(self.num_layers), name="proj")(
         y.reshape(b, t, c))
-    return Dropout(self.dropout, not train, self.axis_name)(y)
+    return Dropout(self.dropout, not train)(y)
 
 
 class Block(nn.Module):
   num_heads: int
   dropout: float
   num_layers: int
-  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     c = x.shape[-1]
-    attention = CausalSelfAttention(self.num_heads, self.dropout, self.num_layers,
-                                    self.axis_name)
+    attention = CausalSelfAttention(self.num_heads, self.dropout, self.num_layers)
     x = x + attention(nn.LayerNorm()(x), train)
     h = nn.gelu(nn.Dense(4 * c, kernel_init=_INIT)(nn.LayerNorm()(x)))
     h = nn.Dense(c, kernel_init=_residual_init(self.num_layers))(h)
-    return x + Dropout(self.dropout, not train, self.axis_name)(h)
+    return x + Dropout(self.dropout, not train)(h)
 
 
 class GPT(nn.Module):
@@ -62,7 +60,16 @@ class GPT(nn.Module):
   embed_dim: int = 384
   dropout: float = 0.2
   tie_embeddings: bool = True
-  axis_name: str | None = None   # set by the task in pmap mode (models/layers.py)
+
+  SETTINGS = {"num_layers": positive, "num_heads": positive, "embed_dim": positive,
+              "dropout": fraction}
+
+  @staticmethod
+  def check_settings(settings: dict) -> str | None:
+    if settings.get("embed_dim", 384) % settings.get("num_heads", 6):
+      return (f"config.model.embed_dim={settings['embed_dim']} must be divisible by "
+              f"num_heads={settings['num_heads']}.")
+    return None
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -70,9 +77,9 @@ class GPT(nn.Module):
     wte = nn.Embed(self.num_classes, self.embed_dim, embedding_init=_INIT, name="wte")
     wpe = nn.Embed(self.block_size, self.embed_dim, embedding_init=_INIT, name="wpe")
     x = wte(tokens) + wpe(jnp.arange(t))[None]
-    x = Dropout(self.dropout, not train, self.axis_name)(x)
+    x = Dropout(self.dropout, not train)(x)
     for _ in range(self.num_layers):
-      x = Block(self.num_heads, self.dropout, self.num_layers, self.axis_name)(x, train)
+      x = Block(self.num_heads, self.dropout, self.num_layers)(x, train)
     x = nn.LayerNorm()(x)
     if self.tie_embeddings:
       return wte.attend(x)

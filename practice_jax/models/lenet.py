@@ -10,12 +10,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from practice_jax.models import conv
+from practice_jax.models.settings import one_of
 
 
 class LeNet5(nn.Module):
   num_classes: int
   activation: str = "tanh"        # "tanh" (the original) or "relu"
   conv_impl: str = "auto"         # conv and pool lowering, see models/conv.py
+
+  SETTINGS = {"activation": one_of(("tanh", "relu")), "conv_impl": one_of(conv.CONV_IMPLS)}
+  CPU_UNROLL = True   # convolutions: see parallel.py
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from practice_jax.models.layers import Dropout
+from practice_jax.models.settings import each, fraction, one_of, positive
 
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "tanh": nn.tanh, "sigmoid": nn.sigmoid,
                "silu": nn.silu}
@@ -16,12 +17,13 @@ class MLP(nn.Module):
   hidden: Sequence[int] = (512,)
   activation: str = "relu"
   dropout: float = 0.0
-  axis_name: str | None = None   # set by the task in pmap mode (models/layers.py)
+
+  SETTINGS = {"hidden": each(positive), "activation": one_of(ACTIVATIONS), "dropout": fraction}
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = ACTIVATIONS[self.activation](nn.Dense(width)(x))
-      x = Dropout(self.dropout, not train, self.axis_name)(x)
+      x = Dropout(self.dropout, not train)(x)
     return nn.Dense(self.num_classes)(x)

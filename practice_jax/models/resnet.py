@@ -8,18 +8,19 @@ collection, carried in the train state.
 """
 
 from collections.abc import Callable, Sequence
-import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from practice_jax.models import conv
+from practice_jax.models.layers import batch_norm
+from practice_jax.models.settings import each, one_of, positive
 
 
 class BasicBlock(nn.Module):
   features: int
   strides: int
-  norm: functools.partial
+  norm: Callable
   conv_layer: Callable = nn.Conv
 
   @nn.compact
@@ -42,13 +43,16 @@ class ResNet(nn.Module):
   width: int = 64
   bn_momentum: float = 0.9
   conv_impl: str = "auto"                       # conv lowering, see models/conv.py
-  axis_name: str | None = None                  # set by the task in pmap mode
+
+  SETTINGS = {"stage_sizes": each(positive, min_len=1), "width": positive,
+              "bn_momentum": lambda m: None if 0.0 <= m < 1.0 else "must be in [0, 1).",
+              "conv_impl": one_of(conv.CONV_IMPLS)}
+  CPU_UNROLL = True   # convolutions: see parallel.py
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=1e-5,
-                             axis_name=self.axis_name)
+    norm = batch_norm(use_running_average=not train, momentum=self.bn_momentum,
+                      epsilon=1e-5)
     impl = conv.check_impl(self.conv_impl)
     conv_layer = conv.layer(impl)
     x = conv_layer(self.width, (3, 3), padding=1, use_bias=False)(x)

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from practice_jax.models.layers import Dropout
+from practice_jax.models.settings import fraction, one_of, positive
 
 
 class RNNLanguageModel(nn.Module):
@@ -14,7 +15,9 @@ class RNNLanguageModel(nn.Module):
   num_layers: int = 2
   embed_dim: int = 64
   dropout: float = 0.0
-  axis_name: str | None = None   # set by the task in pmap mode (models/layers.py)
+
+  SETTINGS = {"cell": one_of(("lstm", "gru")), "hidden": positive, "num_layers": positive,
+              "embed_dim": positive, "dropout": fraction}
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -23,5 +26,5 @@ class RNNLanguageModel(nn.Module):
       cell = (nn.OptimizedLSTMCell(self.hidden) if self.cell == "lstm"
               else nn.GRUCell(self.hidden))
       x = nn.RNN(cell)(x)
-      x = Dropout(self.dropout, not train, self.axis_name)(x)
+      x = Dropout(self.dropout, not train)(x)
     return nn.Dense(self.num_classes)(x)

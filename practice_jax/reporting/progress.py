@@ -19,12 +19,22 @@ def format_duration(seconds: float) -> str:
   return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def format_metrics(values: dict[str, float], kinds: dict | None = None) -> str:
+  """'loss 0.1234 accuracy 98.76%': fractions (a metric whose kind says `percent`) as
+  percentages, everything else with four decimals; the same format everywhere."""
+  kinds = kinds or {}
+  return " ".join(f"{k} {v:.2%}" if getattr(kinds.get(k), "percent", False) else f"{k} {v:.4f}"
+                  for k, v in values.items())
+
+
 class Progress:
 
-  def __init__(self, total_steps: int, steps_per_epoch: int, start_step: int = 0,
-               stream: TextIO | None = None, width: int = 24, log_interval_s: float = 15.0):
+  def __init__(self, total_steps: int, steps_per_epoch: int | None, start_step: int = 0,
+               stream: TextIO | None = None, width: int = 24, log_interval_s: float = 15.0,
+               metrics: dict | None = None):
     self.total_steps = total_steps
     self.steps_per_epoch = steps_per_epoch
+    self.metrics = metrics
     self.stream = stream or sys.stdout
     self.width = width
     self.is_tty = self.stream.isatty()
@@ -43,9 +53,10 @@ class Progress:
     self._last_step, self._last_time = step, now
     done = step / max(self.total_steps, 1)
     bar = "#" * int(done * self.width)
-    epoch = step / self.steps_per_epoch
-    parts = [f"[{bar:<{self.width}}] step {step}/{self.total_steps}", f"epoch {epoch:.2f}"]
-    parts += [f"{k} {v:.4f}" for k, v in metrics.items()]
+    parts = [f"[{bar:<{self.width}}] step {step}/{self.total_steps}"]
+    if self.steps_per_epoch:
+      parts.append(f"epoch {step / self.steps_per_epoch:.2f}")
+    parts.append(format_metrics(metrics, self.metrics))
     if self.steps_per_s:
       eta = (self.total_steps - step) / self.steps_per_s
       parts += [f"{self.steps_per_s:.1f} steps/s", f"ETA {format_duration(eta)}"]

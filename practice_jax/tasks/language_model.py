@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,58 +12,65 @@ import ml_collections
 import numpy as np
 import optax
 
-from practice_jax import models
+from practice_jax import models, optim
 from practice_jax.data import text
-from practice_jax.parallel import is_main_process
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
-from practice_jax.tasks.common import all_reduce, pmap_axis
+from practice_jax.tasks.base import FRACTION, LOWER, Task, mean_metrics, split_evaluator
 
 Metrics = dict[str, jax.Array]
 
 
-class LanguageModelTask:
+class LanguageModelTask(Task):
+  DATA_KINDS = ("text",)
+  METRICS = {"loss": LOWER, "bits_per_char": LOWER, "accuracy": FRACTION}
+  MONITOR = "validation/loss"
+  OUTPUTS = ("samples.txt", "samples_during_training")
 
-  def __init__(self, config: ml_collections.ConfigDict, metadata: dict | None = None):
-    """Loads the text, or with `metadata` (from a checkpoint) builds a data-free task for
-    sampling."""
-    self.config = config
+  @staticmethod
+  def config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "language_model"
+    # The samples written at each evaluation and at the end of a run (samples.txt).
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.prompt = "\n"
+    c.sampling.length = 500
+    c.sampling.temperature = 0.8
+    c.sampling.top_k = 40
+    c.sampling.num_samples = 2
+    return c
+
+  @staticmethod
+  def check(config: ml_collections.ConfigDict) -> str | None:
+    s = config.task.sampling
+    if s.top_k < 0 or s.length < 1 or s.num_samples < 0:
+      return ("config.task.sampling.top_k and num_samples must be >= 0 and "
+              "sampling.length at least 1.")
+    if s.temperature <= 0:
+      return f"config.task.sampling.temperature={s.temperature} must be positive."
+    return models.check(config.model) or Task.check(config)
+
+  def __init__(self, config: ml_collections.ConfigDict, source, parallel):
+    super().__init__(config, source, parallel)
+    self.vocab = text.Vocabulary(source.info["vocab"])
     self.block_size = config.data.block_size
-    if metadata:
-      self.vocab = text.Vocabulary(metadata["vocab"])
-      self.train_data, self.num_train_examples, self.eval_splits = {}, 0, {}
-    else:
-      data = text.load_text(config.data)
-      self.vocab = data.vocab
-      self.train_data = {"tokens": text.process_shard(data.train)}
-      # Every offset at which a whole (input, target) window fits is one "example".
-      self.num_train_examples = len(self.train_data["tokens"]) - self.block_size
-      windows = {name: text.fixed_windows(tokens, self.block_size + 1, config.data.eval_windows)
-                 for name, tokens in (("validation", data.validation), ("test", data.test))}
-      from practice_jax.data import in_memory
-      self.eval_splits = {name: in_memory.pad_for_eval({"tokens": w}, config.eval_batch_size)
-                          for name, w in windows.items()}
     model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
     self.model = models.build(config.model.name, self.vocab.size,
-                              block_size=self.block_size, axis_name=pmap_axis(config),
-                              **model_kwargs)
+                              block_size=self.block_size, **model_kwargs)
+    self.unroll_on_cpu = models.unrolled_on_cpu(config.model.name)
 
   def metadata(self) -> dict:
     return {"vocab": self.vocab.chars}
 
-  def init_state(self, tx: optax.GradientTransformation) -> TrainState:
+  def init_state(self, plan: optim.Plan) -> TrainState:
+    self.tx, schedule = optim.build(self.config.optimizer, self.config.schedule, plan)
+    self.schedules = {"learning_rate": schedule}
     key = stream_key(self.config.seed, INIT_STREAM)
     sample = jnp.zeros((1, self.block_size), jnp.int32)
     params = jax.jit(lambda k: self.model.init({"params": k}, sample, train=False))(key)
     params = params["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), model_state={},
+                      opt_state=self.tx.init(params), model_state={},
                       key=stream_key(self.config.seed, STEP_STREAM))
-
-  def train_batch(self, data, perm, index, batch_size):
-    starts = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-    window = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(
-        data["tokens"], s, self.block_size + 1))(starts)
-    return {"tokens": window}
 
   def logits(self, state: TrainState, tokens: jax.Array, *, train: bool = False, key=None):
     rngs = {"dropout": key} if key is not None else None
@@ -74,11 +79,10 @@ class LanguageModelTask:
   def _sums(self, logits, targets, losses, mask) -> Metrics:
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
     weights = jnp.broadcast_to(mask[:, None], losses.shape)
-    return {"loss_sum": jnp.sum(losses * weights), "correct": jnp.sum(correct * weights),
+    return {"loss_sum": jnp.sum(losses * weights), "accuracy_sum": jnp.sum(correct * weights),
             "count": jnp.sum(weights)}
 
-  def train_step(self, state: TrainState, batch, tx, axis_name: str | None = None
-                 ) -> tuple[TrainState, Metrics]:
+  def train_step(self, state: TrainState, batch) -> tuple[TrainState, Metrics]:
     inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
 
     def loss_fn(params):
@@ -88,12 +92,10 @@ class LanguageModelTask:
       return losses.mean(), (logits, losses)
 
     grads, (logits, losses) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads = all_reduce(jax.lax.pmean, grads, axis_name)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                               params=optax.apply_updates(state.params, updates))
-    return new_state, all_reduce(jax.lax.psum, self._sums(
-        logits, targets, losses, jnp.ones(targets.shape[:1])), axis_name)
+    return new_state, self._sums(logits, targets, losses, jnp.ones(targets.shape[:1]))
 
   def eval_step(self, state: TrainState, batch) -> Metrics:
     tokens = batch["tokens"]
@@ -102,11 +104,15 @@ class LanguageModelTask:
     return self._sums(logits, targets, losses, batch["mask"])
 
   @staticmethod
-  def summarize(sums: dict[str, Any]) -> dict[str, float]:
-    count = max(float(np.asarray(sums["count"])), 1.0)
-    loss = float(np.asarray(sums["loss_sum"])) / count
-    return {"loss": loss, "bits_per_char": loss / math.log(2),
-            "accuracy": float(np.asarray(sums["correct"])) / count}
+  def summarize(sums: dict) -> dict[str, float]:
+    metrics = mean_metrics(sums)
+    return {"loss": metrics["loss"], "bits_per_char": metrics["loss"] / math.log(2),
+            "accuracy": metrics["accuracy"]}
+
+  def evaluators(self):
+    return {name: split_evaluator(self.parallel, self.eval_step, self.summarize, split,
+                                  self.config.eval_batch_size, periodic=name != "test")
+            for name, split in self.source.eval_splits.items()}
 
   # -- sampling ---------------------------------------------------------------------
 
@@ -141,38 +147,22 @@ class LanguageModelTask:
   def _config_prompt(self) -> str:
     # Characters the vocabulary lacks cannot be fed to the model: drop them here (the
     # sample command refuses them instead).
-    prompt = "".join(c for c in self.config.sampling.prompt if c in self.vocab.chars)
+    prompt = "".join(c for c in self.config.task.sampling.prompt if c in self.vocab.chars)
     return prompt or self.vocab.chars[0]
 
-  @staticmethod
-  def output_files() -> list[str]:
-    """Files this task writes in the workdir (deleted by --config_change=restart)."""
-    return ["samples.txt", "samples_during_training"]
-
-  def on_evaluation(self, state: TrainState, workdir: str, step: int) -> None:
-    """Writes one sample (seed 0) to samples_during_training/step_<N>.txt; a resumed run
-    that redoes an evaluation rewrites the same file."""
-    cfg = self.config.sampling
-    sample = self.sample(state, self._config_prompt(), cfg.length, cfg.temperature,
-                         cfg.top_k, seed=0)
-    if not is_main_process():
-      return
-    folder = os.path.join(workdir, "samples_during_training")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"step_{step:08d}.txt"), "w", encoding="utf-8") as f:
-      f.write(sample + "\n")
-
-  def write_report(self, state: TrainState, parallel, workdir: str, split: str = "test"
-                   ) -> dict[str, Any]:
-    """A few samples from the model, printed and written to samples.txt."""
-    del parallel, split
-    cfg = self.config.sampling
+  def artifacts(self, state: TrainState, step: int, out, final: bool) -> str:
+    """At each evaluation one sample (seed 0) in samples_during_training/step_<N>.txt (a
+    resumed run that redoes an evaluation rewrites the same file); at the end a few
+    samples, printed and written to samples.txt."""
+    cfg = self.config.task.sampling
     prompt = self._config_prompt()
+    if not final:
+      sample = self.sample(state, prompt, cfg.length, cfg.temperature, cfg.top_k, seed=0)
+      out.text(f"samples_during_training/step_{step:08d}.txt", sample + "\n")
+      return ""
     samples = [self.sample(state, prompt, cfg.length, cfg.temperature, cfg.top_k, seed)
                for seed in range(cfg.num_samples)]
-    text_out = "\n\n".join(f"--- sample {i} (seed {i}) ---\n{s}" for i, s in enumerate(samples))
-    if not is_main_process():
-      return {"text": "", "samples": samples}
-    with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
-      f.write(text_out + "\n")
-    return {"text": text_out, "samples": samples}
+    text_out = "\n\n".join(f"--- sample {i} (seed {i}) ---\n{s}"
+                           for i, s in enumerate(samples))
+    out.text("samples.txt", text_out + "\n")
+    return text_out

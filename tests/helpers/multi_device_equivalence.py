@@ -3,17 +3,15 @@ same 8 steps on 1 device and on all 8 in each parallel layout (jit over a data m
 jit over a data x fsdp mesh) and prints, per layout, the largest difference from the
 single-device run. XLA_FLAGS must be set before jax is imported, hence a subprocess."""
 
-import functools
 import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from practice_jax import optim
 from practice_jax.config_base import base_config, model_config
-from practice_jax.data.in_memory import ClassificationData
+from practice_jax.data.in_memory import ArraySource
 from practice_jax.parallel import DataParallel
 from practice_jax.tasks.classification import ClassificationTask
 
@@ -30,36 +28,36 @@ def main() -> None:
   rng = np.random.default_rng(0)
   split = {"image": rng.integers(0, 256, (256, 12, 12, 1), dtype=np.uint8),
            "label": rng.integers(0, 4, 256).astype(np.int32)}
-  data = ClassificationData(split, None, split, 4, list("abcd"),
-                            np.array([0.5], np.float32), np.array([0.3], np.float32))
+  info = {"num_classes": 4, "class_names": list("abcd"), "image_shape": [12, 12, 1],
+          "mean": [0.5], "std": [0.3]}
   results, sharded = {}, {}
   for name, layout in LAYOUTS.items():
     config = base_config()
     config.model = model_config("cnn", features=(8,), pools=("max",), batch_norm=True,
                                 dense=(16,), conv_dropout=0.2, dense_dropout=0.3)
-    config.augment.crop_padding = 2
-    config.augment.horizontal_flip = True
+    config.task.augment.crop_padding = 2
+    config.task.augment.horizontal_flip = True
     config.schedule.name = "constant"
+    config.optimizer.learning_rate = 1e-2
     config.eval_batch_size = 64
     config.parallel.mode = layout["mode"]
-    task = ClassificationTask(config, data)
-    tx = optim.build_optimizer(config.optimizer,
-                               optim.build_schedule(config.schedule, 1e-2, 8, 8))
     parallel = DataParallel(jax.devices()[:layout["n"]], mode=layout["mode"],
                             mesh=layout["mesh"], fsdp_min_size=64)
-    chunk = parallel.compile_train_chunk(functools.partial(task.train_step, tx=tx),
-                                         task.train_batch, batch_size=32)
-    state = parallel.put_state(task.init_state(tx))
-    train = parallel.put_local(task.train_data)
-    perm = parallel.put_local(jnp.arange(256)[::-1])
-    state, sums, _ = chunk(state, train, perm, 0, num_steps=4)
-    state, sums, _ = chunk(state, train, perm, 4, num_steps=4)
+    # The same seed gives every layout the same batches (one epoch of 8 steps of 32).
+    source = ArraySource(split, {"test": split}, info, config.seed)
+    task = ClassificationTask(config, source, parallel)
+    state = parallel.put_state(task.init_state(optim.Plan(total_steps=8, steps_per_epoch=8)))
+    source.bind(parallel)
+    chunk = parallel.compile_train_chunk(task.train_step, batch_size=32,
+                                         unroll=task.unroll_on_cpu)
+    state, sums, _ = chunk(state, source.batches(0, 4, 32), 4)
+    state, sums, finite = chunk(state, source.batches(4, 4, 32), 4)
+    assert bool(finite), name
     # How many parameter arrays the fsdp axis split (the others are replicated).
     sharded[name] = sum(not leaf.sharding.is_fully_replicated
                         for leaf in jax.tree.leaves(state.params))
-    evaluate = parallel.compile_eval(task.eval_step, 64)
-    results[name] = (jax.device_get(state), jax.device_get(sums),
-                     jax.device_get(evaluate(state, parallel.replicate(task.eval_splits["test"]))))
+    evaluate = task.evaluators()["test"].run    # all 256 examples, batches of 64
+    results[name] = (jax.device_get(state), jax.device_get(sums), evaluate(state))
 
   def diff(a, b):
     return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))

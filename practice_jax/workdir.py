@@ -1,0 +1,117 @@
+"""A run's workdir: one config per workdir, what a run writes there, and reading it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import ml_collections
+
+from practice_jax import tasks
+from practice_jax.config_base import base_config, upgrade
+from practice_jax.errors import UserError
+from practice_jax.reporting import records, writers
+
+CONFIG_FILE = "config.json"
+LAST, BEST = "checkpoints", "best_checkpoint"
+
+CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
+# Keys that say where data lives, not what is trained: they may differ between machines.
+# Keys that say how the work is laid out over devices: every layout trains the same
+# trajectory (tests/test_parallel.py), so a run may continue on other hardware.
+_PORTABLE_KEYS = ("data.data_dir", "data.manual_dir", "data.stream_threads",
+                  "data.stream_prefetch", "parallel.mode", "parallel.mesh_shape",
+                  "parallel.fsdp_min_size")
+# What a run writes in its workdir besides the task's own files (task.output_files()).
+_RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
+                records.RUN_FILE, "learning_curves.png")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """'key: old -> new' for every key that differs (paths to data excepted)."""
+  a, b = _flatten(old), _flatten(new)
+  return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+          if k not in _PORTABLE_KEYS and a.get(k) != b.get(k)]
+
+
+def check(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
+                   ) -> list[str]:
+  """Refuses an unwritable workdir, and mixing two configs in one unless told what to do;
+  writes nothing."""
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+    reason = "is a file" if not os.path.isdir(existing) else "is not writable"
+    raise UserError(f"Cannot write to the workdir {workdir} ({existing} {reason}); pass a "
+                    f"writable folder with --workdir.")
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path) or not os.path.isdir(os.path.join(workdir, LAST)):
+    return []
+  with open(path, encoding="utf-8") as f:
+    old = json.load(f)
+  differences = config_differences(old, json.loads(config.to_json_best_effort()))
+  if differences and on_config_change == "refuse":
+    shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more"
+                                          if len(differences) > 5 else "")
+    raise UserError(
+        f"{workdir} holds a run with a different config ({shown}); pass "
+        f"--config_change=continue to go on from its checkpoint with the new config, "
+        f"--config_change=restart to delete that run's checkpoints and results and start "
+        f"over, or choose another --workdir.")
+  return differences
+
+
+def delete_run(workdir: str) -> None:
+  for name in _RUN_OUTPUTS + tuple(tasks.output_files()):
+    target = os.path.join(workdir, name)
+    if os.path.isdir(target):
+      shutil.rmtree(target)
+    elif os.path.exists(target):
+      os.remove(target)
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  except OSError as e:
+    raise UserError(f"Cannot write to the workdir {workdir} ({e.strerror}); pass a "
+                    f"writable folder with --workdir.") from None
+
+
+def _merge(base: ml_collections.ConfigDict, stored: dict) -> None:
+  for key, value in stored.items():
+    if key not in base:
+      continue
+    if isinstance(base[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _merge(base[key], value)
+    else:
+      base[key] = tuple(value) if isinstance(value, list) else value
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with, in today's layout (keys added since
+  take their defaults), on this machine's devices in the default layout."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise UserError(f"{workdir} holds no practice_jax run (no {CONFIG_FILE}); pass the "
+                    f"--workdir of a run started with python -m practice_jax.main.")
+  with open(path, encoding="utf-8") as f:
+    stored = upgrade(json.load(f))
+  config = base_config(stored["task"]["name"], stored["data"]["name"],
+                       stored["model"]["name"])
+  _merge(config, {k: v for k, v in stored.items() if k != "parallel"})
+  return config
