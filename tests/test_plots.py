@@ -137,3 +137,13 @@ def test_confusion_matrix_turns_long_names_and_handles_many_classes(tmp_path, fi
   many = np.eye(100, dtype=int) * 90 + 1
   plots.confusion_matrix(many, [f"c{i}" for i in range(100)], str(tmp_path / "cm100.png"))
   assert (tmp_path / "cm100.png").is_file()
+
+
+def test_a_low_accuracy_stays_a_plain_percentage(tmp_path, figures):
+  records = [{"step": s, "split": "train", "loss": 3.0 / s, "accuracy": 0.2 + s / 1000}
+             for s in range(10, 301, 10)]
+  records.append({"step": 300, "split": "test", "loss": 2.4, "accuracy": 0.31})
+  plots.learning_curves(records, str(tmp_path / "lc.png"))
+  ax = figures[-1].axes[1]
+  assert ax.get_yscale() == "linear" and ax.get_ylabel() == "accuracy"
+  assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "test (31%)"

@@ -4,9 +4,11 @@ Each picture answers one question at a glance:
 
 - learning_curves.png: is the model still improving, and is it over-fitting? The loss is
   on a log axis with plain-number ticks (and a bits-per-character scale beside it when
-  the run records bits per character); accuracy is shown as its error rate, 1 - accuracy,
-  on a log axis, so that the last percent, where train and validation part, is as readable
-  as the first ninety; dotted lines mark the epochs; a star is the test result.
+  the run records bits per character); once accuracy passes 90%, it is shown as its error
+  rate, 1 - accuracy, on a log axis, so that the last percent, where train and validation
+  part, is as readable as the first ninety (a lower accuracy, e.g. a language model's
+  next character, stays a plain percentage); dotted lines mark the epochs; a star is the
+  test result.
 - <split>_confusion_matrix.png: which classes are confused with which? The diagonal is
   grey with its counts; the errors are coloured on their own scale, so a cell with 3
   mistakes shows against a diagonal of 1,000; each row's recall is on the right.
@@ -105,16 +107,19 @@ def learning_curves(records: list[dict[str, Any]], path: str, title: str = "", *
   last_step = max(r["step"] for r in records)
   for ax, metric in zip(axes[0], panels):
     shown: list[float] = []
+    as_error = metric == "accuracy" and max(r.get(metric, 0.0) for r in records) > 0.9
     for split in ("train", "validation", "test"):
       steps, values = _series(records, split, metric)
       if not steps:
         continue
-      if metric == "accuracy":
+      if as_error:
         values = [max(1.0 - v, ERROR_FLOOR) for v in values]
       shown += values
       if split == "test":
+        said = f"error {_percent(values[-1])}" if as_error else (
+            _percent(values[-1]) if metric == "accuracy" else f"{values[-1]:.4g}")
         ax.plot(steps, values, linestyle="none", marker="*", markersize=12,
-                color=_COLOURS[split], label=f"test ({_describe(metric, values[-1])})")
+                color=_COLOURS[split], label=f"test ({said})")
       else:
         ax.plot(steps, values, marker="o" if split == "validation" else None, markersize=3,
                 color=_COLOURS[split], label=split)
@@ -122,9 +127,12 @@ def learning_curves(records: list[dict[str, Any]], path: str, title: str = "", *
       _log_axis(ax, shown)
       ax.set_ylabel("loss (log scale)")
       _bits_per_char_scale(ax, records)
-    else:
+    elif as_error:
       _log_axis(ax, shown, _percent)
       ax.set_ylabel("error rate = 1 - accuracy (log scale)")
+    else:
+      ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda t, _: _percent(t)))
+      ax.set_ylabel("accuracy")
     _mark_epochs(ax, steps_per_epoch, last_step, label=True)
     ax.set_xlabel("step" + (" (dotted: epoch ends)" if steps_per_epoch and
                             last_step >= steps_per_epoch else ""))
@@ -135,10 +143,6 @@ def learning_curves(records: list[dict[str, Any]], path: str, title: str = "", *
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
-
-
-def _describe(metric: str, value: float) -> str:
-  return f"error {_percent(value)}" if metric == "accuracy" else f"{value:.4g}"
 
 
 def _bits_per_char_scale(ax, records) -> None:
