@@ -9,7 +9,8 @@ libraries' machinery, not the experiment, so by default they are hidden:
   TensorFlow or XLA load, and the notices TensorFlow prints while its libraries load,
   before that setting is read, are dropped from stderr (`native_notices_dropped`);
 - Python logging: records of other packages below ERROR are dropped (the absl handler
-  has a filter), and other packages' Python warnings are ignored;
+  has a filter), except JAX's word on which platform it fell back to (a GPU machine
+  without a CUDA-enabled jaxlib); other packages' Python warnings are ignored;
 - TFDS: no progress bars, and its banners while preparing a dataset are dropped
   (`foreign_output_dropped`).
 
@@ -39,6 +40,10 @@ _NATIVE_LINE = re.compile(
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|To enable the following instructions: .* rebuild TensorFlow)")
 
+# Other packages' loggers whose warnings a user needs: JAX saying it found a GPU it
+# cannot use and runs on the CPU instead.
+_KEPT_LOGGERS = ("jax._src.xla_bridge",)
+
 _quiet = False
 
 
@@ -53,11 +58,12 @@ def verbosity_given(argv: Sequence[str]) -> bool:
 
 
 class _OwnLinesOnly(logging.Filter):
-  """Lets through practice_jax's own records, and everyone's errors."""
+  """Lets through practice_jax's own records, everyone's errors and a few warnings."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     own = os.path.abspath(record.pathname).startswith(_PACKAGE_DIR + os.sep)
-    return own or record.levelno >= logging.ERROR
+    kept = record.name in _KEPT_LOGGERS and record.levelno >= logging.WARNING
+    return own or kept or record.levelno >= logging.ERROR
 
 
 def install(argv: Sequence[str] | None = None) -> None:

@@ -130,3 +130,20 @@ def test_native_log_lines_are_dropped_and_other_lines_kept(capfd, monkeypatch):
                 b"cuInit: UNKNOWN ERROR (303)\n"
                 b"something else\n")
   assert capfd.readouterr().err == "something else\n"
+
+
+def test_the_filter_keeps_own_records_errors_and_jax_platform_warnings():
+  import logging
+
+  def record(name, level, pathname):
+    return logging.LogRecord(name, level, pathname, 1, "message", None, None)
+
+  keep = quiet._OwnLinesOnly().filter
+  own = str(REPO / "practice_jax" / "train.py")
+  orbax = "/venv/site-packages/orbax/checkpoint/checkpoint_manager.py"
+  assert keep(record("absl", logging.WARNING, own))
+  assert keep(record("absl", logging.INFO, own))
+  assert not keep(record("absl", logging.WARNING, orbax))
+  assert keep(record("absl", logging.ERROR, orbax))
+  assert keep(record("jax._src.xla_bridge", logging.WARNING, "/venv/jax/_src/xla_bridge.py"))
+  assert not keep(record("jax._src.xla_bridge", logging.INFO, "/venv/jax/_src/xla_bridge.py"))
