@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Train practice_jax on a Cloud TPU VM (one host or a multi-host pod slice).
 #
-#   launch/tpu_vm.sh --config=configs/mnist.py --mount-bucket=BUCKET \
-#       --workdir=/gcs/BUCKET/runs/mnist --tfds-data-dir=gs://BUCKET/tensorflow_datasets --delete
+#   launch/tpu_vm.sh --config=configs/mnist.py --mount-bucket=my-bucket \
+#       --workdir=/gcs/my-bucket/runs/mnist --tfds-data-dir=gs://my-bucket/tensorflow_datasets --delete
 #
-# Creates the VM, with --mount-bucket mounts a Cloud Storage bucket at /gcs/BUCKET on every
+# Creates the VM (directly, or --queued through a queued resource that waits for
+# capacity), with --mount-bucket mounts a Cloud Storage bucket at /gcs/BUCKET on every
 # worker (Cloud Storage FUSE: practice_jax writes its workdir through the file system, and
-# every process of a multi-host run writes its checkpoint shards into the same folder), copies this repository's HEAD (a `git archive` tarball) or clones
-# --repo on every worker, installs it with jax[tpu] in a virtual environment on every
-# worker, then runs `python -m practice_jax.main` on every worker at once (--worker=all).
-# On a pod slice, practice_jax.main calls jax.distributed.initialize() itself.
+# every process of a multi-host run writes its checkpoint shards into the same folder),
+# copies this repository's HEAD (a `git archive` tarball) or clones --repo on every worker,
+# installs it with jax[tpu] in a virtual environment on every worker, then starts
+# `python -m practice_jax.main` on every worker at once (--worker=all), detached from the
+# ssh connection and recorded in a pid file, and follows its output. On a pod slice,
+# practice_jax.main calls jax.distributed.initialize() itself.
+#
+# Interruptions: Ctrl-C (or SIGTERM) stops the trainers on every worker (each saves a
+# checkpoint), then, with --delete, deletes the VM, also one still being created. A
+# dropped connection that gcloud re-runs finds the running trainer and follows it again.
 # Run with --help for every option; --dry-run prints the commands instead of running them.
 #
-# Works with bash 3.2 (macOS) and later; needs gcloud (not for --dry-run) and git.
+# Works with bash 3.2 (macOS) and later; needs gcloud (not for --dry-run) and git. The
+# workers need bash, flock, setsid and GNU tail (every TPU VM image has them).
 
 set -euo pipefail
 
@@ -22,19 +30,125 @@ readonly REMOTE_TARBALL="practice_jax.tar.gz"
 # shellcheck disable=SC2016  # $HOME is expanded by the worker's shell, not here
 readonly REMOTE_VENVS='"$HOME"/.venvs'
 readonly REMOTE_VENV="$REMOTE_VENVS/practice_jax"
+readonly STOP_TIMEOUT_S=300       # a stopping trainer's time to save before it is killed
+readonly POLL_S=${PRACTICE_JAX_LAUNCH_POLL_S:-30}   # queued resources: seconds between looks
+
+# The trainer's keeper, run by bash on every worker: WORKER_PROGRAM MODE RUN_ID [ARGS...]
+#   start RUN_ID COMMAND...  starts COMMAND detached (in its own session, under a keeper
+#                            that records its exit status; output to
+#                            ~/.practice_jax_launch/RUN_ID.log, pid in trainer.pid), or,
+#                            when gcloud re-runs this after a dropped connection, finds the
+#                            trainer RUN_ID already started; then follows its output until
+#                            it ends and exits with its exit status. Refuses (status 3) while
+#                            another launch's trainer runs.
+#   attach any               follows the running trainer's output until it ends.
+#   stop RUN_ID|any LIMIT_S  SIGTERM to the trainer (it saves a checkpoint and exits); after
+#                            LIMIT_S seconds a second SIGTERM, which ends it at once. A
+#                            start of RUN_ID still on its way (the connection was cut as
+#                            it began) then does not start it. Start and stop take turns
+#                            (flock), so a trainer being started is stopped too.
+read -r -d '' WORKER_PROGRAM <<'EOF' || true
+set -u
+dir=$HOME/.practice_jax_launch
+mkdir -p "$dir"
+me=$(hostname)
+mode=$1 id=$2
+shift 2
+running() {
+  pid="" run=""
+  [ -s "$dir/trainer.pid" ] && read -r pid run <"$dir/trainer.pid" && kill -0 "$pid" 2>/dev/null
+}
+result() {
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    if [ -s "$dir/$1.status" ]; then return "$(cat "$dir/$1.status")"; fi
+    sleep 0.5
+  done
+  echo "$me: the trainer of launch $1 ended without an exit status." >&2
+  return 1
+}
+follow() {
+  tail -n "$1" -f --pid="$2" "$dir/$3.log" || return
+  result "$3"
+}
+case $mode in
+start)
+  exec 9>"$dir/lock"
+  flock 9
+  if [ -e "$dir/$id.stopped" ]; then
+    echo "$me: launch $id was stopped before its trainer started." >&2
+    exit 1
+  fi
+  if running; then
+    if [ "$run" != "$id" ]; then
+      echo "$me: the trainer of launch $run is still running (pid $pid): watch it with --attach or stop it with --stop." >&2
+      exit 3
+    fi
+    exec 9>&-
+    echo "$me: launch $id is running already (pid $pid): following it again." >&2
+    follow +1 "$pid" "$id"
+    exit
+  fi
+  if [ -s "$dir/$id.status" ]; then
+    cat "$dir/$id.log"
+    result "$id"
+    exit
+  fi
+  rm -f "$dir/trainer.pid"
+  setsid bash -c "$BASH_EXECUTION_STRING" tpu_vm_worker keep "$id" "$@" >"$dir/$id.log" 2>&1 </dev/null 9>&- &
+  until [ -s "$dir/trainer.pid" ] && read -r pid run <"$dir/trainer.pid" && [ "$run" = "$id" ]; do sleep 0.1; done
+  exec 9>&-
+  follow +1 "$pid" "$id"
+  ;;
+keep)
+  "$@" &
+  echo "$! $id" >"$dir/trainer.pid.new" && mv "$dir/trainer.pid.new" "$dir/trainer.pid"
+  wait $!
+  echo $? >"$dir/$id.status"
+  ;;
+attach)
+  if ! running; then echo "$me: no trainer is running." >&2; exit 0; fi
+  echo "$me: following the trainer of launch $run (pid $pid)." >&2
+  follow 20 "$pid" "$run"
+  ;;
+stop)
+  exec 9>"$dir/lock"
+  flock 9
+  if [ "$id" != any ]; then touch "$dir/$id.stopped"; fi
+  if ! running || { [ "$id" != any ] && [ "$run" != "$id" ]; }; then exit 0; fi
+  exec 9>&-
+  echo "$me: stopping the trainer of launch $run (pid $pid): it saves a checkpoint, then exits." >&2
+  kill -TERM "$pid"
+  tail -n 0 -f --pid="$pid" "$dir/$run.log" &
+  waited=0
+  while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$1" ]; do sleep 1; waited=$((waited + 1)); done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "$me: the trainer did not stop within $1 s: ending it at once, without saving." >&2
+    kill -TERM "$pid"
+    sleep 5
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait
+  result "$run"
+  echo "$me: the trainer of launch $run stopped (exit status $?)." >&2
+  ;;
+esac
+EOF
+readonly WORKER_PROGRAM
 
 usage() {
   cat <<'EOF'
 Usage: launch/tpu_vm.sh --config=CONFIG --workdir=WORKDIR [options] [-- MAIN_ARGS...]
+       launch/tpu_vm.sh --name=NAME --zone=ZONE --attach | --stop [--delete]
 
 Creates a Cloud TPU VM, copies the code to every worker, installs it, and runs
   python -m practice_jax.main --config=CONFIG --workdir=WORKDIR MAIN_ARGS...
-on every worker (gcloud ... --worker=all); the output is streamed and appended to a
-local log file.
+on every worker (gcloud ... --worker=all), detached from the connection; its output is
+streamed and appended to a local log file. Ctrl-C stops the trainers (each saves a
+checkpoint first); with --delete the VM is then deleted.
 
 Required:
-  --config=PATH          experiment config, relative to the repository root
-                         (e.g. configs/mnist.py)
+  --config=PATH          experiment config, relative to the repository root and
+                         committed (e.g. configs/mnist.py): the workers get HEAD
   --workdir=PATH         where the run writes, a folder (not gs://: practice_jax writes
                          it through the file system); use a mounted bucket,
                          /gcs/BUCKET/runs/NAME with --mount-bucket=BUCKET: the VM's
@@ -44,14 +158,24 @@ Required:
 TPU VM:
   --name=NAME            VM name (default: practice-jax)
   --zone=ZONE            (default: us-central2-b; the zone must offer the accelerator)
-  --accelerator-type=T   v4-8, v4-32, v5litepod-16, v5p-8, v6e-8 ... (default: v4-8)
+  --accelerator-type=T   v4-8, v4-32, v5litepod-16, v5p-8, v6e-8 ... (default: v4-8; with
+                         --skip-create, read from the VM)
   --version=RUNTIME      TPU software version (default: from the accelerator type:
                          tpu-ubuntu2204-base for v2/v3/v4, v2-alpha-tpuv5-lite for v5e,
-                         v2-alpha-tpuv5 for v5p, v2-alpha-tpuv6e for v6e)
+                         v2-alpha-tpuv5 for v5p, v2-alpha-tpuv6e for v6e; other types
+                         need --version)
   --project=PROJECT      Google Cloud project (default: gcloud's configured project)
-  --spot                 create a Spot VM (cheaper; may be preempted)
+  --queued               request the VM as a queued resource, which waits for capacity
+                         instead of failing when the zone has none (Google's recommended
+                         way); the script waits until it is ACTIVE
+  --queue-timeout=D      with --queued: how long to wait, e.g. 30m, 2h, 1d (default: 1h);
+                         then the request is deleted (it would otherwise become a billed
+                         VM later, with nobody using it)
+  --spot                 a Spot VM (cheaper; may be preempted at any time: the trainers
+                         get SIGTERM and save a checkpoint)
   --skip-create          reuse an existing VM called NAME
-  --delete               delete the VM at the end, also when a step fails or on Ctrl-C
+  --delete               delete the VM at the end, also when a step fails, on Ctrl-C, or
+                         when Ctrl-C comes while it is still being created
 
 Code and data:
   --repo=URL             git clone URL on the workers instead of copying this
@@ -69,6 +193,11 @@ Code and data:
   --tfds-data-dir=PATH   TFDS_DATA_DIR of the run, e.g. gs://BUCKET/tensorflow_datasets
                          (default: each worker's ~/tensorflow_datasets)
 
+The trainers of an earlier launch (say, after the connection was lost for good):
+  --attach               follow their output again, until they end
+  --stop                 stop them (each saves a checkpoint); with --delete, then
+                         delete the VM
+
 Other:
   --log=FILE             local log of the run's output
                          (default: runs/launch/NAME-DATE-TIME.log in the repository)
@@ -78,8 +207,12 @@ Other:
   -- MAIN_ARGS...        passed to practice_jax.main as they are, e.g.
                          -- --config.num_epochs=5 --config_change=continue
 
+Before the first launch: gcloud ssh --worker=all reaches the workers in parallel, with
+the key gcloud made at its first ssh; add it to your ssh agent:
+  eval "$(ssh-agent -s)" && ssh-add ~/.ssh/google_compute_engine
+
 Examples:
-  launch/tpu_vm.sh --accelerator-type=v4-32 --config=configs/cifar10_resnet18.py \
+  launch/tpu_vm.sh --accelerator-type=v4-32 --queued --config=configs/cifar10_resnet18.py \
       --mount-bucket=my-bucket --workdir=/gcs/my-bucket/runs/resnet \
       --tfds-data-dir=gs://my-bucket/tfds --delete
   launch/tpu_vm.sh --skip-create --name=my-tpu --config=configs/mnist.py \
@@ -116,13 +249,30 @@ shell_quote() {
   printf '%s' "$out"
 }
 
+# Runs a command in the background and waits for it, so that a signal's trap runs at once
+# rather than when the command ends (bash runs traps only between commands); a wait cut
+# short by a signal whose trap does not exit ends the command.
+child=""
+run_child() {
+  local status=0
+  "$@" &
+  child=$!
+  wait "$child" || status=$?
+  if kill -0 "$child" 2>/dev/null; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  child=""
+  return "$status"
+}
+
 # Runs a command, or under --dry-run prints it.
 run() {
   if ((dry_run)); then
     echo "+ $(shell_quote "$@")"
   else
     echo "+ $(shell_quote "$@")" >&2
-    "$@"
+    run_child "$@"
   fi
 }
 
@@ -132,23 +282,24 @@ run_logged() {
     echo "+ $(shell_quote "$@") 2>&1 | tee -a $(shell_quote "$log")"
   else
     echo "+ $(shell_quote "$@")" >&2
-    "$@" 2>&1 | tee -a "$log"
+    # tee ignores Ctrl-C: it ends with the output it copies, which the clean-up still writes.
+    run_child "$@" > >(trap '' INT; tee -a "$log") 2>&1
   fi
 }
 
-default_version() {
+default_version() {  # the runtime for an accelerator type; empty for a type it does not know
   case $1 in
+    v2-* | v3-* | v4-*) echo "tpu-ubuntu2204-base" ;;
     v5litepod-* | v5e-*) echo "v2-alpha-tpuv5-lite" ;;
     v5p-*) echo "v2-alpha-tpuv5" ;;
     v6e-*) echo "v2-alpha-tpuv6e" ;;
-    *) echo "tpu-ubuntu2204-base" ;;
   esac
 }
 
 # --- arguments --------------------------------------------------------------------
 name="practice-jax"
 zone="us-central2-b"
-accelerator_type="v4-8"
+accelerator_type=""
 version=""
 project=""
 config=""
@@ -159,11 +310,14 @@ repo=""
 ref=""
 python_version="3.12"
 log=""
+queue_timeout="1h"
 spot=0
+queued=0
 skip_create=0
 skip_setup=0
 delete=0
 dry_run=0
+mode="run"
 main_args=()
 
 set_option() {  # set_option --name value
@@ -181,6 +335,7 @@ set_option() {  # set_option --name value
     --ref) ref=$2 ;;
     --python) python_version=$2 ;;
     --log) log=$2 ;;
+    --queue-timeout) queue_timeout=$2 ;;
     *) die "Unknown option $1 (see --help)." ;;
   esac
   [[ -n $2 ]] || die "$1 needs a non-empty value (see --help)."
@@ -192,12 +347,16 @@ while (($#)); do
     --) shift; main_args=("$@"); break ;;
     --dry-run) dry_run=1 ;;
     --spot) spot=1 ;;
+    --queued) queued=1 ;;
     --skip-create) skip_create=1 ;;
     --skip-setup) skip_setup=1 ;;
     --delete) delete=1 ;;
+    --attach | --stop)
+      [[ $mode == run ]] || die "--attach and --stop do not go together."
+      mode=${1#--} ;;
     --*=*) set_option "${1%%=*}" "${1#*=}" ;;
     --name | --zone | --accelerator-type | --version | --project | --config | --workdir | \
-      --tfds-data-dir | --mount-bucket | --repo | --ref | --python | --log)
+      --tfds-data-dir | --mount-bucket | --repo | --ref | --python | --log | --queue-timeout)
       if (($# < 2)) || [[ $2 == -* ]]; then die "$1 needs a value (see --help)."; fi
       set_option "$1" "$2"
       shift ;;
@@ -206,8 +365,17 @@ while (($#)); do
   shift
 done
 
-[[ -n $config ]] || die "Missing --config: pass the experiment, e.g. --config=configs/mnist.py."
-[[ -n $workdir ]] || die "Missing --workdir: pass where the run writes, e.g. --mount-bucket=BUCKET --workdir=/gcs/BUCKET/runs/mnist."
+[[ $name =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] ||
+  die "--name=$name is not a valid TPU name: lowercase letters, digits and hyphens, starting with a letter."
+if [[ $mode == run ]]; then
+  [[ -n $config ]] || die "Missing --config: pass the experiment, e.g. --config=configs/mnist.py."
+  [[ -n $workdir ]] || die "Missing --workdir: pass where the run writes, e.g. --mount-bucket=BUCKET --workdir=/gcs/BUCKET/runs/mnist."
+elif [[ -n $config$workdir$mount_bucket$repo$tfds_data_dir ]] || ((queued || spot || skip_create || skip_setup)) ||
+  ((${#main_args[@]})); then
+  die "--$mode acts on the trainers of an earlier launch on VM $name: pass only --name, --zone, --project (and --delete with --stop)."
+elif [[ $mode == attach ]] && ((delete)); then
+  die "--attach does not delete the VM; use --stop --delete to stop the trainers and delete it."
+fi
 if [[ $workdir == gs://* ]]; then
   gs_bucket=${workdir#gs://}
   gs_bucket=${gs_bucket%%/*}
@@ -219,16 +387,70 @@ if [[ -n $mount_bucket ]]; then
   [[ $mount_bucket =~ ^[a-z0-9][-a-z0-9_.]*[a-z0-9]$ ]] ||
     die "--mount-bucket=$mount_bucket is not a bucket name: lowercase letters, digits, hyphens, underscores and dots, starting and ending with a letter or digit."
 fi
-[[ $name =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] ||
-  die "--name=$name is not a valid TPU name: lowercase letters, digits and hyphens, starting with a letter."
 [[ -z $ref || -n $repo ]] || die "--ref needs --repo (the copied checkout is always HEAD)."
 [[ $config != /* ]] || die "--config=$config must be relative to the repository root (the workers have their own copy)."
-version=${version:-$(default_version "$accelerator_type")}
+if ((skip_create)); then
+  if ((queued || spot)); then die "--queued and --spot choose how a VM is created; --skip-create uses an existing one."; fi
+  [[ -z $version ]] || die "--version chooses the runtime of a new VM; --skip-create uses an existing one."
+elif [[ $mode == run ]]; then
+  accelerator_type=${accelerator_type:-v4-8}
+  [[ $accelerator_type =~ ^v[0-9][a-z0-9]*-[0-9]+$ ]] ||
+    die "--accelerator-type=$accelerator_type is not a TPU type: a version and a size, e.g. v4-8, v5litepod-16, v6e-8."
+  version=${version:-$(default_version "$accelerator_type")}
+  [[ -n $version ]] ||
+    die "No runtime version known for --accelerator-type=$accelerator_type (this script knows v2, v3, v4, v5litepod, v5p and v6e): pass --version=RUNTIME, one of gcloud compute tpus versions list --zone=$zone."
+fi
+queue_timeout_s=0
+if [[ $queue_timeout =~ ^([0-9]+)([smhd])$ ]]; then
+  case ${BASH_REMATCH[2]} in
+    s) queue_timeout_s=${BASH_REMATCH[1]} ;;
+    m) queue_timeout_s=$((10#${BASH_REMATCH[1]} * 60)) ;;
+    h) queue_timeout_s=$((10#${BASH_REMATCH[1]} * 3600)) ;;
+    d) queue_timeout_s=$((10#${BASH_REMATCH[1]} * 86400)) ;;
+  esac
+fi
+((queue_timeout_s > 0)) ||
+  die "--queue-timeout=$queue_timeout is not a duration: a whole number and s, m, h or d, e.g. 30m or 2h."
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -z $repo ]] && ((!skip_setup)) && [[ ! -f $repo_root/${config%%:*} ]]; then
-  die "Config file ${config%%:*} not found in $repo_root; pass a path relative to the repository root, e.g. --config=configs/mnist.py."
+
+if ((!dry_run)); then
+  command -v gcloud >/dev/null 2>&1 ||
+    die "gcloud not found: install the Google Cloud SDK (https://cloud.google.com/sdk/docs/install), or use --dry-run."
 fi
+
+gcloud_tpu=(gcloud compute tpus tpu-vm)
+gcloud_queued=(gcloud compute tpus queued-resources)
+where=("--zone=$zone")
+if [[ -n $project ]]; then where+=("--project=$project"); fi
+
+# --- what the workers will get: checked here, before anything is created -----------------
+config_file=${config%%:*}
+if [[ $mode == run && -z $repo ]] && ((!skip_setup)); then
+  [[ -f $repo_root/$config_file ]] ||
+    die "Config file $config_file not found in $repo_root; pass a path relative to the repository root, e.g. --config=configs/mnist.py."
+  git -C "$repo_root" cat-file -e "HEAD:$config_file" 2>/dev/null ||
+    die "$config_file is not committed, and the workers get HEAD (git archive): commit it first (git add $config_file && git commit)."
+  git -C "$repo_root" diff --quiet HEAD -- "$config_file" ||
+    die "$config_file has uncommitted changes, and the workers get HEAD (git archive), so they would run the committed version: commit it first."
+  if [[ -n $(git -C "$repo_root" status --porcelain --untracked-files=no) ]]; then
+    warn "uncommitted changes are not copied: the workers get HEAD ($(git -C "$repo_root" rev-parse --short HEAD))."
+  fi
+fi
+
+# --- the VM's accelerator type: given, or read from the existing VM -----------------------
+describe_vm=("${gcloud_tpu[@]}" describe "$name" "${where[@]}")
+if [[ $mode == run ]] && ((skip_create)) && [[ -z $accelerator_type ]]; then
+  if ((dry_run)); then
+    echo "+ $(shell_quote "${describe_vm[@]}" "--format=value(acceleratorType)")"
+  else
+    accelerator_type=$("${describe_vm[@]}" "--format=value(acceleratorType)") ||
+      die "TPU VM $name not found in $zone (--skip-create uses an existing VM; check --name, --zone and --project)."
+    [[ -n $accelerator_type ]] ||
+      die "TPU VM $name has no accelerator type gcloud can show (made with --type/--topology?): pass --accelerator-type."
+  fi
+fi
+
 # The number in the accelerator type counts TensorCores (v2 to v4, v5p) or chips (v5e,
 # v6e); every type with more than 8 has several hosts (workers).
 chips=${accelerator_type##*-}
@@ -241,62 +463,159 @@ if [[ $workdir == /gcs/* ]]; then
   fi
 elif ((multi_host)); then
   warn "--workdir=$workdir is on each worker's own disk, but $accelerator_type has several workers and the checkpoints of a multi-host run need one folder they all share: use --mount-bucket=BUCKET --workdir=/gcs/BUCKET/runs/NAME."
-elif ((delete)); then
+elif [[ -n $workdir ]] && ((delete)); then
   warn "--workdir=$workdir is on the VM's disk, which --delete deletes with the VM: use --mount-bucket=BUCKET --workdir=/gcs/BUCKET/runs/NAME to keep the run."
 fi
 
 stamp=$(date +%Y%m%d-%H%M%S)
-log=${log:-$repo_root/runs/launch/$name-$stamp.log}
-tarball="${TMPDIR:-/tmp}/practice_jax-$name-$stamp.tar.gz"
+run_id="$name-$stamp"     # names this launch's trainers on the workers
+log=${log:-$repo_root/runs/launch/$run_id.log}
+tarball="${TMPDIR:-/tmp}/practice_jax-$run_id.tar.gz"
 
 if ((!dry_run)); then
-  command -v gcloud >/dev/null 2>&1 ||
-    die "gcloud not found: install the Google Cloud SDK (https://cloud.google.com/sdk/docs/install), or use --dry-run."
   mkdir -p "$(dirname "$log")"
+  if ! ssh-add -l 2>/dev/null | grep -q google_compute_engine; then
+    warn "your ssh agent does not hold ~/.ssh/google_compute_engine, and gcloud ssh --worker=all needs it there to reach the workers in parallel: run eval \"\$(ssh-agent -s)\" && ssh-add ~/.ssh/google_compute_engine (gcloud makes the key at its first ssh)."
+  fi
 fi
-
-gcloud_tpu=(gcloud compute tpus tpu-vm)
-where=("--zone=$zone")
-if [[ -n $project ]]; then where+=("--project=$project"); fi
 
 ssh_all() {  # ssh_all RUNNER REMOTE_COMMAND: runs it on every worker
   "$1" "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command "$2"
 }
 
-# --- clean-up: the local tarball, and with --delete the VM ---------------------------
+worker() {  # the remote command that runs WORKER_PROGRAM with these arguments
+  printf '%s' "bash -c $(shell_quote "$WORKER_PROGRAM") tpu_vm_worker $(shell_quote "$@")"
+}
+
+if ((queued)); then
+  create_vm=("${gcloud_queued[@]}" create "$name" "--node-id=$name" "${where[@]}"
+    "--accelerator-type=$accelerator_type" "--runtime-version=$version"
+    "--valid-until-duration=$queue_timeout")
+  describe_created=("${gcloud_queued[@]}" describe "$name" "${where[@]}")
+  delete_vm=("${gcloud_queued[@]}" delete "$name" "${where[@]}" --force --quiet)
+else
+  create_vm=("${gcloud_tpu[@]}" create "$name" "${where[@]}"
+    "--accelerator-type=$accelerator_type" "--version=$version")
+  describe_created=("${describe_vm[@]}")
+  delete_vm=("${gcloud_tpu[@]}" delete "$name" "${where[@]}" --quiet)
+fi
+if ((spot)); then create_vm+=(--spot); fi
+
+# --- clean-up: the trainers, the local tarball, and with --delete the VM -----------------
+vm_state=none        # none, creating (asked for, not known to exist yet), exists
+exec 3>&1 4>&2       # the terminal's output, for the clean-up
+trainers_started=0
+interrupted=0
+
+delete_the_vm() {
+  if [[ $vm_state == creating ]]; then
+    # Interrupted or failed while being created: the creation may go on server-side.
+    echo "$PROG: looking for $name, which was being created, to delete it:" >&2
+    if ! run "${describe_created[@]}" "--format=value(state)" >/dev/null 2>&1; then
+      echo "$PROG: $name does not exist: nothing to delete." >&2
+      return 0
+    fi
+  fi
+  if run "${delete_vm[@]}"; then return 0; fi
+  echo "$PROG: error: could not delete TPU VM $name; delete it yourself: $(shell_quote "${delete_vm[@]}")" >&2
+  return 1
+}
+
 cleanup() {
   local status=$?
   trap - EXIT
+  exec 1>&3 2>&4   # the terminal's output again, should a signal come during run_logged
+  # A second Ctrl-C cuts the wait for the trainers short, but not the rest of the clean-up.
+  trap 'interrupted=130' INT
+  trap 'interrupted=143' TERM
+  if [[ -n $child ]]; then   # the command a signal interrupted (gcloud, which goes on server-side)
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
   rm -f "$tarball"
-  if ((delete && vm_exists)); then
-    if ! run "${gcloud_tpu[@]}" delete "$name" "${where[@]}" --quiet; then
-      echo "$PROG: error: could not delete TPU VM $name; delete it yourself:" \
-        "$(shell_quote "${gcloud_tpu[@]}" delete "$name" "${where[@]}")" >&2
-      status=1
+  if ((trainers_started && status != 0 && !dry_run)); then
+    echo "$PROG: stopping launch $run_id on every worker (each trainer saves a checkpoint first; Ctrl-C again to stop waiting):" >&2
+    if ! ssh_all run_logged "$(worker stop "$run_id" "$STOP_TIMEOUT_S")"; then
+      echo "$PROG: error: could not stop the trainers on every worker; they may still be running: launch/tpu_vm.sh --name=$name --zone=$zone${project:+ --project=$project} --stop" >&2
     fi
+  fi
+  if ((delete)) && [[ $vm_state != none ]]; then
+    delete_the_vm || status=1
+  elif ((!dry_run && queued)) && [[ $vm_state != none ]] && ((interrupted || status != 0)); then
+    echo "$PROG: the queued resource $name stays (no --delete); still waiting, it becomes a billed TPU VM when capacity frees up; delete it with: $(shell_quote "${delete_vm[@]}")" >&2
+  elif ((!dry_run)) && [[ $vm_state == creating ]] && ((interrupted)); then
+    echo "$PROG: TPU VM $name goes on being created server-side and stays (no --delete); delete it with: $(shell_quote "${delete_vm[@]}")" >&2
   fi
   exit "$status"
 }
-vm_exists=0
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'interrupted=130; exit 130' INT
+trap 'interrupted=143; exit 143' TERM
+
+# --- --attach and --stop: the trainers of an earlier launch -------------------------------
+if [[ $mode != run ]]; then
+  if ((delete)); then vm_state=exists; fi
+  if [[ $mode == attach ]]; then
+    ssh_all run "$(worker attach any)"
+  else
+    ssh_all run "$(worker stop any "$STOP_TIMEOUT_S")"
+  fi
+  exit 0
+fi
 
 if ((dry_run)); then
-  echo "# TPU VM $name: $accelerator_type, $version, in $zone${project:+, project $project}"
+  echo "# TPU VM $name: ${accelerator_type:-its accelerator type}${version:+, $version}, in $zone${project:+, project $project}"
   echo "# scp and ssh address every worker of the VM (--worker=all); git archive runs here"
 fi
 
 # --- 1. the VM ------------------------------------------------------------------------
+give_up_queue() {  # the queued request is deleted: it would become a VM nobody uses
+  echo "$PROG: error: $*" >&2
+  run "${delete_vm[@]}" || true
+  vm_state=none
+  exit 1
+}
+
+wait_until_active() {
+  local state waited=0
+  if ((dry_run)); then
+    echo "# every ${POLL_S} s, until the state is ACTIVE (at most $queue_timeout, then the request is deleted):"
+    echo "+ $(shell_quote "${describe_created[@]}" "--format=value(state.state)")"
+    return
+  fi
+  while :; do
+    state=$("${describe_created[@]}" "--format=value(state.state)") || state=unknown
+    case $state in
+      ACTIVE) return ;;
+      FAILED | SUSPENDING | SUSPENDED)
+        give_up_queue "the queued resource $name ended in state $state (see $(shell_quote "${describe_created[@]}")): deleting it; try another zone or --spot." ;;
+    esac
+    if ((waited >= queue_timeout_s)); then
+      give_up_queue "no $accelerator_type capacity in $zone within --queue-timeout=$queue_timeout (state $state): deleting the request; try another zone, --spot, or a longer --queue-timeout."
+    fi
+    echo "$PROG: queued resource $name: $state, waited ${waited} s of $queue_timeout_s s" >&2
+    sleep "$POLL_S"
+    waited=$((waited + POLL_S))
+  done
+}
+
 if ((skip_create)); then
-  vm_exists=1
+  vm_state=exists
 else
-  create=("${gcloud_tpu[@]}" create "$name" "${where[@]}"
-    "--accelerator-type=$accelerator_type" "--version=$version")
-  if ((spot)); then create+=(--spot); fi
-  run "${create[@]}"
-  # Only now: a failed create (say, the name is taken) must not delete someone's VM.
-  vm_exists=1
+  # A VM of that name may be someone else's: never create over, or delete, it.
+  if ((dry_run)); then
+    echo "# the name must be free (this must fail with NOT_FOUND):"
+    echo "+ $(shell_quote "${describe_created[@]}" "--format=value(state)")"
+  elif existing=$("${describe_created[@]}" "--format=value(state)" 2>/dev/null); then
+    die "TPU VM $name exists already in $zone (state ${existing:-unknown}): pass --skip-create to use it, or another --name."
+  fi
+  vm_state=creating      # from here a Ctrl-C, with --delete, deletes what is being made
+  if ! run "${create_vm[@]}"; then
+    echo "$PROG: error: could not create TPU VM $name ($accelerator_type in $zone); if the zone is out of capacity, try --queued, --spot, or another zone." >&2
+    exit 1
+  fi
+  if ((queued)); then wait_until_active; fi
+  vm_state=exists
 fi
 
 # --- 2. the bucket, mounted on every worker --------------------------------------------
@@ -318,9 +637,6 @@ if ((!skip_setup)); then
     fi
     ssh_all run "$fetch"
   else
-    if ((!dry_run)) && [[ -n $(git -C "$repo_root" status --porcelain --untracked-files=no) ]]; then
-      warn "uncommitted changes are not copied: the workers get HEAD ($(git -C "$repo_root" rev-parse --short HEAD))."
-    fi
     run git -C "$repo_root" archive --format=tar.gz "--output=$tarball" HEAD
     run "${gcloud_tpu[@]}" scp "$tarball" "$name:$REMOTE_TARBALL" "${where[@]}" --worker=all
     ssh_all run "rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR && tar -xzf $REMOTE_TARBALL -C $REMOTE_DIR && rm -f $REMOTE_TARBALL"
@@ -329,13 +645,14 @@ if ((!skip_setup)); then
   ssh_all run "$install"
 fi
 
-# --- 5. the run, on every worker --------------------------------------------------------
-remote_run="cd $REMOTE_DIR && "
-if [[ -n $tfds_data_dir ]]; then
-  remote_run+="TFDS_DATA_DIR=$(shell_quote "$tfds_data_dir") "
-fi
-remote_run+="PYTHONUNBUFFERED=1 $REMOTE_VENV/bin/python -m practice_jax.main $(shell_quote "--config=$config" "--workdir=$workdir" ${main_args[@]+"${main_args[@]}"})"
+# --- 5. the run, on every worker: started detached, then followed --------------------------
+trainer=(env)
+if [[ -n $tfds_data_dir ]]; then trainer+=("TFDS_DATA_DIR=$tfds_data_dir"); fi
+trainer+=(PYTHONUNBUFFERED=1)
+main=(-m practice_jax.main "--config=$config" "--workdir=$workdir" ${main_args[@]+"${main_args[@]}"})
+remote_run="cd $REMOTE_DIR && $(worker start "$run_id") $(shell_quote "${trainer[@]}") $REMOTE_VENV/bin/python $(shell_quote "${main[@]}")"
 if ((!dry_run)); then
-  echo "$PROG: output is also appended to $log" >&2
+  echo "$PROG: output is also appended to $log; Ctrl-C stops the trainers (they save a checkpoint first)" >&2
 fi
+trainers_started=1
 ssh_all run_logged "$remote_run"
