@@ -131,18 +131,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   started, wall_start = records.now(), time.perf_counter()
   differences = workdir_lib.check(workdir, config, on_config_change)
   exp = build(config)                # loads the data: a data error leaves no trace
-  sync("checked")                   # every process has read the workdir as it was
-  if on_config_change == "restart" and os.path.isdir(os.path.join(workdir, LAST)):
+  lock = workdir_lib.WorkdirLock(workdir)
+  if exp.parallel.is_main:           # one run per workdir (process 0 holds it for all)
+    os.makedirs(workdir, exist_ok=True)
+    note = lock.acquire()
+    if note:
+      print(note, file=sys.stderr)
+  try:
+    sync("checked")                   # every process has read the workdir as it was
+    if on_config_change == "restart" and os.path.isdir(os.path.join(workdir, LAST)):
+      if exp.parallel.is_main:
+        workdir_lib.delete_run(workdir)
+      sync("restart")
+      print(f"--config_change=restart: deleted the previous run in {workdir} "
+            f"({len(differences)} config keys differed).")
     if exp.parallel.is_main:
-      workdir_lib.delete_run(workdir)
-    sync("restart")
-    print(f"--config_change=restart: deleted the previous run in {workdir} "
-          f"({len(differences)} config keys differed).")
-  if exp.parallel.is_main:
-    workdir_lib.prepare(workdir, config)
-  sync("workdir")
-  with StopSignals() as stop:
-    return _train(exp, workdir, stop, started, wall_start)
+      workdir_lib.prepare(workdir, config)
+    sync("workdir")
+    with StopSignals() as stop:
+      return _train(exp, workdir, stop, started, wall_start)
+  finally:
+    lock.release()
 
 
 def _itstime(step: int, new_step: int, every: int) -> bool:
@@ -184,16 +193,24 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
             f"here on differs from an uninterrupted run's.", file=sys.stderr)
     print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.")
   step = int(state.step)
-  if parallel.is_main:
-    writers.truncate_metrics(workdir, step)   # records past the checkpoint are redone
+  finished = records.read_run_record(workdir)
+  if (step >= total or stopper.stopped) and finished and finished.get("steps") == step:
+    ckpt.close()
+    best_ckpt.close()
+    print(f"The run in {workdir} is finished (step {step} of {total}"
+          + (", stopped early" if stopper.stopped else "") + f"); its results are in "
+          f"{os.path.join(workdir, records.RUN_FILE)}. Nothing was changed; pass "
+          f"--config_change=restart or another --workdir to train again.")
+    return finished
   best_ckpt.delete_after(step)
-  progress = Progress(total, per_epoch, start_step=step, metrics=task.METRICS,
+  progress = Progress(total, None if config.num_steps else per_epoch, start_step=step,
+                      metrics=task.METRICS,
                       stream=None if parallel.is_main else open(os.devnull, "w"))
   n_params = task.num_parameters(state)
   progress.message(
       f"{task.title()} ({n_params:,} parameters): "
       f"{source.num_train_examples} training examples, "
-      + (f"{per_epoch} steps/epoch, " if per_epoch else "")
+      + (f"{per_epoch} steps/epoch, " if per_epoch and not config.num_steps else "")
       + f"{total} steps, global batch {config.batch_size} on {parallel.num_devices} "
       f"{jax.default_backend()} device(s)"
       + (f" in {parallel.process_count} processes" if parallel.process_count > 1 else "")
@@ -201,6 +218,9 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
 
   source.bind(parallel)
   evaluators = task.evaluators()
+  if parallel.is_main:   # records past the checkpoint are redone (all of them, if none)
+    writers.truncate_metrics(workdir, step if ckpt.latest_step() is not None else -1,
+                             tuple(n for n, e in evaluators.items() if not e.periodic))
   train_chunk = parallel.compile_train_chunk(task.train_step, config.batch_size,
                                              unroll=task.unroll_on_cpu)
   writer = writers.create_writer(workdir, active=parallel.is_main)
@@ -282,6 +302,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     signum = stop.agreed_signal(parallel.process_count)
     if (epoch_end or evaluated or stopper.stopped or signum is not None or
         _itstime(step, new_step, config.checkpoint_every_steps)):
+      writer.flush()       # every record up to this step is on disk before the checkpoint
       ckpt.save(new_step, state, {"epoch": new_step / per_epoch if per_epoch else None,
                                   "early_stopping": dataclasses.asdict(stopper),
                                   "window": window, "epoch_sums": epoch_sums,
@@ -317,7 +338,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   if not parallel.is_main:
     return {"final": final, "steps": step}
   out.figure("learning_curves.png", lambda path: plots.learning_curves(
-      writers.read_metrics(workdir), path, title=task.title()))
+      writers.read_metrics(workdir), path, title=task.title(), steps_per_epoch=per_epoch))
   record = {
       "config": config.to_dict(), "seed": config.seed, "workdir": os.path.abspath(workdir),
       "started": started, "finished": records.now(), "wall_time_s": round(wall, 2),
@@ -336,6 +357,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
                        if not evaluators[name].periodic) or "done"
   progress.message(
       f"{summary} ({used} checkpoint, step {used_step}) | "
-      + (f"{step / per_epoch:g} epochs, " if per_epoch else f"{step} steps, ")
+      + (f"{step / per_epoch:g} epochs, " if per_epoch and not config.num_steps
+         else f"{step} steps, ")
       + f"this process {format_duration(wall)} | results in {workdir}")
   return record

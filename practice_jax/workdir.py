@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 from typing import Any
 
 import ml_collections
@@ -115,3 +118,95 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                        stored["model"]["name"])
   _merge(config, {k: v for k, v in stored.items() if k != "parallel"})
   return config
+
+
+LOCK_FILE = ".lock"
+HEARTBEAT_S = 30.0          # how often a running trainer touches its lock
+STALE_AFTER_S = 300.0       # a lock from another host untouched this long is abandoned
+
+
+class WorkdirLock:
+  """One run per workdir: a lock file naming its holder (host, pid, since when), taken
+  atomically (O_EXCL), touched every HEARTBEAT_S by a background thread and removed when
+  the run ends. A lock left by a killed process is taken over: on this host when its pid
+  is gone, from another host (a shared file system) when it has not been touched for
+  STALE_AFTER_S."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._stop = None
+
+  def _holder(self) -> dict[str, Any] | None:
+    try:
+      with open(self.path, encoding="utf-8") as f:
+        holder = json.load(f)
+      holder["age_s"] = time.time() - os.path.getmtime(self.path)
+      return holder
+    except (OSError, ValueError):
+      return None
+
+  @staticmethod
+  def _alive(pid: int) -> bool:
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return False
+    except PermissionError:
+      return True
+    return True
+
+  def _stale(self, holder: dict[str, Any]) -> bool:
+    if holder.get("host") == socket.gethostname():
+      return not self._alive(int(holder.get("pid", -1)))
+    return holder["age_s"] > STALE_AFTER_S
+
+  def acquire(self) -> str | None:
+    """Takes the lock; returns a note if a dead run's lock was taken over. Raises
+    UserError naming the holder if another run holds it."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(),
+          "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    note = None
+    for _ in range(3):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = self._holder()
+        if holder is None:          # removed meanwhile, or half-written: look again
+          time.sleep(0.2)
+          if self._holder() is None and os.path.exists(self.path):
+            os.remove(self.path)
+          continue
+        if not self._stale(holder):
+          raise UserError(
+              f"{os.path.dirname(self.path)} is in use by another run (pid "
+              f"{holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}); "
+              f"wait for it to finish, stop it, or choose another --workdir.") from None
+        note = (f"note: took over the lock of a run that is gone (pid {holder.get('pid')} "
+                f"on {holder.get('host')}, since {holder.get('since')}).")
+        os.remove(self.path)
+        continue
+      with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(me, f)
+      self._start_heartbeat()
+      return note
+    raise UserError(f"Could not take the lock {self.path}; another run keeps changing it.")
+
+  def _start_heartbeat(self) -> None:
+    self._stop = threading.Event()
+
+    def beat(stop=self._stop):
+      while not stop.wait(HEARTBEAT_S):
+        try:
+          os.utime(self.path)
+        except OSError:
+          return
+    threading.Thread(target=beat, daemon=True, name="workdir-lock").start()
+
+  def release(self) -> None:
+    if self._stop is not None:
+      self._stop.set()
+      self._stop = None
+      try:
+        os.remove(self.path)
+      except OSError:
+        pass

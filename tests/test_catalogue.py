@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import REPO, load_config, tiny
@@ -73,6 +74,12 @@ def test_augmentation_never_happens_at_evaluation(mock_tfds, tmp_path):
   first = task.eval_step(state.replace(step=jnp.int32(1)), split)
   second = task.eval_step(state.replace(step=jnp.int32(2)), split)
   chex.assert_trees_all_equal(first, second)
+  # ...and equals the model on the plain images (no fixed-key crop or flip either).
+  logits = task.model.apply({"params": state.params, **state.model_state},
+                            task.preprocess(jnp.asarray(split["image"])), train=False)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, split["label"])
+  expected = float(jnp.sum(losses * split["mask"]))
+  assert float(first["loss_sum"]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_classification_report_matches_hand_computed_values():

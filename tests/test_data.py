@@ -98,11 +98,10 @@ def test_manual_dir_must_exist(tmp_path):
 
 
 @pytest.mark.real_data
-def test_corrupt_manual_file_is_refused(tmp_path, real_mnist_data_dir):
-  from conftest import SHARED_DATA
+def test_corrupt_manual_file_is_refused(tmp_path, mnist_files):
   manual = tmp_path / "manual"
   manual.mkdir()
-  for f in (SHARED_DATA / "mnist").glob("*.gz"):
+  for f in mnist_files.glob("*.gz"):
     (manual / f.name).write_bytes(f.read_bytes())
   target = manual / "t10k-labels-idx1-ubyte.gz"
   target.write_bytes(target.read_bytes()[:-10] + b"0123456789")

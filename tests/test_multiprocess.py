@@ -18,6 +18,8 @@ from conftest import REPO, load_config
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
 from tests_config import two_process_config  # noqa: E402
 
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]   # trains MNIST in two processes
+
 
 def _free_port() -> int:
   with socket.socket() as s:

@@ -61,6 +61,10 @@ def test_l2_and_l1_penalties_are_added_to_the_gradient():
   l2 = _constant_tx(_opt_config(name="sgd", momentum=0.0, l2=0.01, no_decay=""), 1.0)
   updates, _ = l2.update(grads, l2.init(PARAMS), PARAMS)
   chex.assert_trees_all_close(updates, jax.tree.map(lambda p: -0.01 * p, PARAMS))
+  masked = _constant_tx(_opt_config(name="sgd", momentum=0.0, l2=0.01), 1.0)  # default no_decay
+  updates, _ = masked.update(grads, masked.init(PARAMS), PARAMS)
+  chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.02 * jnp.ones((3, 2)))
+  chex.assert_trees_all_close(updates["Dense_0"]["bias"], jnp.zeros((2,)))
   l1 = _constant_tx(_opt_config(name="sgd", momentum=0.0, l1=0.01), 1.0)
   updates, _ = l1.update(grads, l1.init(PARAMS), PARAMS)
   chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.01 * jnp.ones((3, 2)))
@@ -113,3 +117,14 @@ def test_lr_groups_scale_the_first_matching_group():
   chex.assert_trees_all_close(updates["Dense_0"]["bias"], jnp.zeros((2,)))
   chex.assert_trees_all_close(updates["Dense_0"]["kernel"], -0.5 * jnp.ones((3, 2)))
   chex.assert_trees_all_close(updates["Dense_1"]["kernel"], -3.0 * jnp.ones((2, 2)))
+
+
+def test_frozen_layers_keep_their_batch_norm_statistics():
+  opt = _opt_config(freeze=r"^BatchNorm_0/")
+  old = {"batch_stats": {"BatchNorm_0": {"mean": jnp.zeros(2)},
+                         "BatchNorm_1": {"mean": jnp.zeros(2)}}}
+  new = jax.tree.map(lambda x: x + 1.0, old)
+  kept = optim.keep_frozen(opt, old, new)
+  chex.assert_trees_all_equal(kept["batch_stats"]["BatchNorm_0"], old["batch_stats"]["BatchNorm_0"])
+  chex.assert_trees_all_equal(kept["batch_stats"]["BatchNorm_1"], new["batch_stats"]["BatchNorm_1"])
+  assert optim.keep_frozen(_opt_config(), old, new) is new

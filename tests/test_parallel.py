@@ -1,5 +1,6 @@
 """Every parallel layout trains the single-device trajectory: jit over a data mesh, pmap,
-and jit over a data x fsdp mesh, with dropout, batch norm and augmentation in the model."""
+and jit over a data x fsdp mesh, for a classifier with dropout, batch norm and
+augmentation and for a character GPT with dropout."""
 
 import json
 import os
@@ -21,18 +22,23 @@ def eight_device_runs():
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize("kind", ["classification", "language_model"])
 @pytest.mark.parametrize("layout", ["jit", "pmap", "fsdp"])
-def test_eight_devices_train_the_same_trajectory_as_one(eight_device_runs, layout):
-  diffs = eight_device_runs[layout]
+def test_eight_devices_train_the_same_trajectory_as_one(eight_device_runs, kind, layout):
+  diffs = eight_device_runs[kind][layout]
   assert diffs["steps"] == 8
   # Same batches, same dropout and augmentation numbers, batch-norm statistics over the
   # global batch: only the order of float reductions differs.
-  assert diffs["params"] < 1e-5, diffs       # measured: 3e-7
-  assert diffs["opt_state"] < 1e-5, diffs
+  # Measured: classifier 1.2e-7, GPT 2.1e-5 (more reductions, Adam's division by small
+  # second moments); a missing gradient average across devices is off by ~1e-2.
+  tolerance = 1e-5 if kind == "classification" else 1e-4
+  assert diffs["params"] < tolerance, diffs
+  assert diffs["opt_state"] < tolerance, diffs
   assert diffs["batch_stats"] < 1e-5, diffs
   assert diffs["train_metrics"] < 1e-3 and diffs["eval_metrics"] < 1e-3, diffs
 
 
 def test_fsdp_axis_splits_the_large_parameters(eight_device_runs):
-  assert eight_device_runs["fsdp"]["sharded_params"] >= 2   # the conv and dense kernels
-  assert eight_device_runs["jit"]["sharded_params"] == 0
+  runs = eight_device_runs["classification"]
+  assert runs["fsdp"]["sharded_params"] >= 2   # the conv and dense kernels
+  assert runs["jit"]["sharded_params"] == 0

@@ -49,22 +49,32 @@ def _wait_for_training(proc, timeout=120):
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(tmp_path,
-                                                                       real_mnist_data_dir):
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path,
+                                                                          real_mnist_data_dir):
+  """Seeded fault injection: four SIGKILLs at random moments of the process's life (start-up,
+  data loading, compiling, training, evaluations every 40 steps, checkpoint saves, the final
+  evaluation), each followed by a re-run; the end equals an uninterrupted run's. Another
+  seed: PRACTICE_JAX_FAULT_SEED=N."""
+  import random
+  rng = random.Random(int(os.environ.get("PRACTICE_JAX_FAULT_SEED", "0")))
+  extra = ("--config.eval_every_steps=40",)
   reference = tmp_path / "reference"
-  proc = _start(reference, real_mnist_data_dir)
+  start = time.monotonic()
+  proc = _start(reference, real_mnist_data_dir, *extra)
   assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+  lifetime = time.monotonic() - start
+  proc.stdout.close()
+  proc.stderr.close()
 
   killed = tmp_path / "killed"
-  for delay in (0.0, 0.7, 1.5):   # seconds into training: early, mid-run, later
-    proc = _start(killed, real_mnist_data_dir)
-    _wait_for_training(proc)
-    time.sleep(delay)
+  for _ in range(4):
+    proc = _start(killed, real_mnist_data_dir, *extra)
+    time.sleep(rng.uniform(0.3, 1.0) * lifetime)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     proc.stdout.close()
     proc.stderr.close()
-  proc = _start(killed, real_mnist_data_dir)
+  proc = _start(killed, real_mnist_data_dir, *extra)
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-2000:]
 
@@ -76,6 +86,12 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(tmp_path,
   ref_record = json.loads((reference / "run.json").read_text())
   killed_record = json.loads((killed / "run.json").read_text())
   assert ref_record["final"] == killed_record["final"]
+  # Records up to each checkpoint were on disk with it: the killed run's history is the
+  # uninterrupted one's, line for line (times aside).
+  from practice_jax.reporting import writers
+  strip = lambda workdir: [{k: v for k, v in r.items() if k != "time"}
+                           for r in writers.read_metrics(str(workdir))]
+  assert strip(killed) == strip(reference)
 
 
 @pytest.mark.real_data
@@ -162,3 +178,61 @@ def test_continuing_with_an_incompatible_state_is_refused_and_moves_nothing(mock
     train.train_and_evaluate(changed, str(tmp_path), on_config_change="continue")
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
   assert not (tmp_path / "checkpoints_corrupt").exists()
+
+
+def _lock(workdir, host, pid, age_s=0.0):
+  import json
+  import socket
+  workdir.mkdir(parents=True, exist_ok=True)
+  path = workdir / ".lock"
+  path.write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid,
+                              "since": "2026-12-01 10:00:00 UTC"}))
+  os.utime(path, (time.time() - age_s, time.time() - age_s))
+  return path
+
+
+def test_a_workdir_in_use_is_refused_naming_the_holder(mock_tfds, tmp_path):
+  config = tiny(load_config("mnist_mlp"))
+  config.model.hidden = (16,)
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    lock = _lock(tmp_path / "run", None, sleeper.pid)          # a live run on this host
+    with pytest.raises(UserError, match=rf"in use by another run \(pid {sleeper.pid} on "):
+      train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert lock.exists() and sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
+    _lock(tmp_path / "other", "another-host", 1, age_s=10)    # a fresh lock of another host
+    with pytest.raises(UserError, match="pid 1 on another-host"):
+      train.train_and_evaluate(config, str(tmp_path / "other"))
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(mock_tfds, tmp_path, capsys):
+  config = tiny(load_config("mnist_mlp"))
+  config.model.hidden = (16,)
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  _lock(tmp_path / "here", None, dead.pid)                      # its pid is gone
+  record = train.train_and_evaluate(config, str(tmp_path / "here"))
+  assert record["steps"] == 3 and not (tmp_path / "here" / ".lock").exists()
+  assert "took over the lock of a run that is gone" in capsys.readouterr().err
+  _lock(tmp_path / "away", "another-host", 1, age_s=3600)       # silent for an hour
+  assert train.train_and_evaluate(config, str(tmp_path / "away"))["steps"] == 3
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_two_runs_started_together_one_trains_the_other_is_refused(tmp_path, real_mnist_data_dir):
+  workdir = tmp_path / "run"
+  procs = [_start(workdir, real_mnist_data_dir) for _ in range(2)]   # 240 steps each
+  results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
+  codes = sorted(r[2] for r in results)
+  assert codes == [0, 2], [r[1][-1500:] for r in results]
+  refused = next(r for r in results if r[2] == 2)
+  assert "is in use by another run" in refused[1] and "Traceback" not in refused[1]
+  import json
+  assert json.loads((workdir / "run.json").read_text())["steps"] == 240
+  from practice_jax.reporting import writers
+  steps = [(r["step"], r["split"]) for r in writers.read_metrics(str(workdir))]
+  assert len(steps) == len(set(steps))                         # no record written twice

@@ -77,11 +77,27 @@ def test_rerunning_a_finished_run_does_not_train_again(mock_tfds, tmp_path, caps
   config = _config(num_epochs=1.0)
   first = train.train_and_evaluate(config, str(tmp_path))
   capsys.readouterr()
+  files = {p: p.read_bytes() for p in tmp_path.rglob("*")
+           if p.is_file() and p.name != "config.json"}
   again = train.train_and_evaluate(config, str(tmp_path))
+  assert again == json.loads((tmp_path / "run.json").read_text())
   assert again["steps"] == first["steps"] and again["final"] == first["final"]
   out = capsys.readouterr().out
-  assert "Resuming from the checkpoint at step 6" in out
+  assert "is finished (step 6 of 6)" in out and "Nothing was changed" in out
   assert "steps/s" not in out and "| train" not in out     # no step ran
+  after = {p: p.read_bytes() for p in tmp_path.rglob("*")
+           if p.is_file() and p.name != "config.json"}
+  assert after == files      # no metric record, event file, report or checkpoint added
+
+
+def test_a_run_killed_during_its_final_evaluation_redoes_it_once(mock_tfds, tmp_path):
+  config = _config(num_epochs=1.0)
+  first = train.train_and_evaluate(config, str(tmp_path))
+  records = _records(tmp_path)
+  (tmp_path / "run.json").unlink()          # died after the test records, before run.json
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert again["final"] == first["final"]
+  assert _records(tmp_path) == records       # the test record once, not twice
 
 
 def test_two_runs_with_the_same_seed_agree(mock_tfds, tmp_path):

@@ -59,3 +59,12 @@ def write_run_record(workdir: str, record: dict[str, Any]) -> None:
     json.dump(record, f, indent=2, sort_keys=True, default=str)
   os.replace(tmp, path)
 
+
+
+def read_run_record(workdir: str) -> dict[str, Any] | None:
+  """The run.json a finished run left in `workdir`, or None."""
+  try:
+    with open(os.path.join(workdir, RUN_FILE), encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None

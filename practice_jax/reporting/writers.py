@@ -57,7 +57,10 @@ class JsonlWriter:
     pass
 
   def flush(self) -> None:
+    """Makes the records durable: the loop flushes before every checkpoint, so a
+    crash never loses a record that the checkpoint it resumes from has counted."""
     self._file.flush()
+    os.fsync(self._file.fileno())
 
   def close(self) -> None:
     self._file.close()
@@ -71,11 +74,17 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def truncate_metrics(workdir: str, last_step: int) -> None:
-  """Drops records after `last_step` (a resumed run re-does those steps)."""
-  records = [r for r in read_metrics(workdir) if r["step"] <= last_step]
-  with open(os.path.join(workdir, METRICS_FILE), "w", encoding="utf-8") as f:
+def truncate_metrics(workdir: str, last_step: int, redone_at_last: tuple[str, ...] = ()
+                     ) -> None:
+  """Drops records after `last_step` (a resumed run re-does those steps), and the
+  records of the splits `redone_at_last` at `last_step` itself (written after its
+  checkpoint: the final evaluation of a run killed before its end)."""
+  records = [r for r in read_metrics(workdir) if r["step"] < last_step or
+             (r["step"] == last_step and r["split"] not in redone_at_last)]
+  tmp = os.path.join(workdir, METRICS_FILE + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
+  os.replace(tmp, os.path.join(workdir, METRICS_FILE))
 
 
 def create_writer(workdir: str, active: bool = True):
