@@ -54,7 +54,8 @@ MUTATIONS = [
              ("tests/test_train.py::test_a_run_writes_its_results_and_resumes_exactly",),
              "a resumed run forgets the epoch's train sums"),
     Mutation("resume_keeps_stale_metrics", "practice_jax/train.py",
-             "    writers.truncate_metrics(workdir, step)", "    pass",
+             "    writers.truncate_metrics(workdir, step if",
+             "    (lambda *args: None)(workdir, step if",
              ("tests/test_train.py::test_a_run_writes_its_results_and_resumes_exactly",),
              "records past the checkpoint are not dropped on resume"),
     Mutation("lm_eval_target", "practice_jax/tasks/language_model.py",
@@ -128,23 +129,26 @@ MUTATIONS = [
 ]
 
 
-def run(mutation: Mutation, python: str) -> tuple[bool, float]:
-  """(killed, seconds): whether the tests fail with the mutation applied in a copy."""
+def run(mutation: Mutation | None, python: str, tests: tuple[str, ...] = ()
+        ) -> tuple[bool, float]:
+  """(tests failed, seconds) with the mutation applied in a copy of the tree (None: the
+  control, unmutated, running `tests`)."""
   with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
     copy = Path(tmp) / "repo"
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(
         ".git", ".venv", ".ci-*", "runs", "__pycache__", ".pytest_cache", "*.egg-info"))
-    target = copy / mutation.path
-    text = target.read_text()
-    if text.count(mutation.old) != 1:
-      raise SystemExit(f"{mutation.name}: the text to mutate occurs {text.count(mutation.old)} "
-                       f"times in {mutation.path}; update bench/mutations.py.")
-    target.write_text(text.replace(mutation.old, mutation.new))
+    if mutation is not None:
+      target = copy / mutation.path
+      text = target.read_text()
+      if text.count(mutation.old) != 1:
+        raise ValueError(f"the text to mutate occurs {text.count(mutation.old)} times in "
+                         f"{mutation.path}; update bench/mutations.py")
+      target.write_text(text.replace(mutation.old, mutation.new))
+      tests = mutation.tests
     env = {**os.environ, "PYTHONPATH": str(copy)}   # the copy shadows the installed package
     start = time.perf_counter()
     result = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                             *mutation.tests], cwd=copy, env=env, capture_output=True,
-                            text=True)
+                             *tests], cwd=copy, env=env, capture_output=True, text=True)
     return result.returncode != 0, time.perf_counter() - start
 
 
@@ -158,9 +162,22 @@ def main() -> int:
     for m in chosen:
       print(f"{m.name:34s} {m.what}  [{' '.join(m.tests)}]")
     return 0
+  # The control: without any mutation every test named below passes, so a failure
+  # under a mutation is that mutation's doing.
+  control = tuple(sorted({t for m in chosen for t in m.tests}))
+  failed, seconds = run(None, sys.executable, control)
+  print(f"{'FAILED  ' if failed else 'passed  '} {'control (no mutation)':34s} {seconds:6.0f} s",
+        flush=True)
+  if failed:
+    print("the tests fail without any mutation: fix them first")
+    return 2
   killed = 0
   for m in chosen:
-    caught, seconds = run(m, sys.executable)
+    try:
+      caught, seconds = run(m, sys.executable)
+    except ValueError as e:
+      print(f"STALE    {m.name:34s} {e}", flush=True)
+      continue
     killed += caught
     print(f"{'killed  ' if caught else 'SURVIVED'} {m.name:34s} {seconds:6.0f} s  {m.what}",
           flush=True)

@@ -7,6 +7,7 @@ Saves are asynchronous: training continues while the arrays are written.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -16,6 +17,33 @@ import orbax.checkpoint as ocp
 
 from practice_jax.errors import UserError
 from practice_jax.parallel import is_main_process, sync
+
+
+class DiskFull(UserError):
+  """A checkpoint could not be written for lack of space."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    text = str(error)
+    if (getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text
+        or "os_error_code='28'" in text):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _size_mb(path: str) -> float:
+  total = 0
+  for root, _, files in os.walk(path):
+    for name in files:
+      try:
+        total += os.path.getsize(os.path.join(root, name))
+      except OSError:
+        pass
+  return total / 2 ** 20
 
 
 class Checkpointer:
@@ -41,10 +69,33 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def _disk_full(self, step: int | None) -> DiskFull:
+    done = [s for s in self.all_steps() if step is None or s < step]
+    last = max(done) if done else None
+    free = shutil.disk_usage(self.directory).free / 2 ** 20
+    needed = _size_mb(os.path.join(self.directory, str(last))) if last is not None else 0
+    kept = (f"the checkpoint of step {last} is intact" if last is not None else
+            "no checkpoint was complete yet")
+    return DiskFull(
+        f"The disk holding {self.directory} is full: a checkpoint could not be written "
+        f"({free:.1f} MB free, one checkpoint takes about {needed:.1f} MB); {kept}. Free "
+        f"some space (or lower config.keep_checkpoints) and re-run the same command to "
+        f"continue.")
+
+  def _guarded(self, call, step: int | None = None):
+    """Runs an orbax call; a full disk (raised by this save or by a previous one still
+    finishing in the background) becomes one sentence."""
+    try:
+      return call()
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+      if _is_disk_full(e):
+        raise self._disk_full(step) from None
+      raise
+
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Saves `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self._guarded(lambda: self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True), step)
 
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores checkpoint `step` (default: latest) into the structure and shardings of
@@ -99,8 +150,10 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until asynchronous saves have finished."""
-    self._manager.wait_until_finished()
+    self._guarded(self._manager.wait_until_finished)
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self._guarded(self._manager.wait_until_finished)
+    finally:
+      self._manager.close()

@@ -176,8 +176,25 @@ def main(argv: list[str]) -> int:
   return 0
 
 
+def _configs_help() -> str:
+  """The experiment files in configs/ with the first line of each docstring."""
+  import ast
+  from pathlib import Path
+  folder = Path(__file__).resolve().parents[1] / "configs"
+  lines = []
+  for path in sorted(folder.glob("*.py")):
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    lines.append(f"  configs/{path.name:26s} {doc.splitlines()[0] if doc else ''}")
+  return "Experiments (--config=...):\n" + "\n".join(lines) if lines else ""
+
+
 def run() -> None:
   quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
+  if any(a in ("-h", "--help", "--helpshort", "-?") for a in sys.argv[1:]):
+    # absl prints its help and exits with status 1; asking for help is not an error.
+    print(__doc__.strip() + "\n\n" + _configs_help() + "\n")
+    print(flags.FLAGS.main_module_help())
+    sys.exit(0)
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -63,7 +63,11 @@ class _OwnLinesOnly(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     own = os.path.abspath(record.pathname).startswith(_PACKAGE_DIR + os.sep)
     kept = record.name in _KEPT_LOGGERS and record.levelno >= logging.WARNING
-    return own or kept or record.levelno >= logging.ERROR
+    # orbax logs every failure of a background save from each of its threads, with a
+    # traceback each (a full disk: ~450 lines); checkpoint.py raises the failure itself,
+    # as one sentence where it can name it, so those records add nothing.
+    from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname
+    return own or kept or (record.levelno >= logging.ERROR and not from_orbax)
 
 
 def install(argv: Sequence[str] | None = None) -> None:

@@ -34,7 +34,8 @@ def _handle(signum, frame):
   name = signal.Signals(signum).name
   # os.write, not print: a handler may run in the middle of another print.
   os.write(2, f"\n{name} received: the run saves a checkpoint and stops after the current "
-              f"step; send it again to stop at once, without saving.\n".encode())
+              f"step; send it again to stop at once, without saving (the last checkpoint "
+              f"stays; the same command continues from it).\n".encode())
   # A second signal acts at once (the default: the process ends), even while XLA runs;
   # checkpoints are atomic, so nothing is half-written.
   for sig in _state.previous:

@@ -130,6 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   started, wall_start = records.now(), time.perf_counter()
   differences = workdir_lib.check(workdir, config, on_config_change)
+  if jax.process_index() == 0:
+    print(f"Loading {config.data.name}...", flush=True)
   exp = build(config)                # loads the data: a data error leaves no trace
   lock = workdir_lib.WorkdirLock(workdir)
   if exp.parallel.is_main:           # one run per workdir (process 0 holds it for all)
@@ -249,6 +251,9 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     writer.flush()
 
   last_saved = ckpt.latest_step()
+  if step < total and not stopper.stopped:
+    progress.message("Compiling the train step (the first chunk waits for it; the "
+                     "compilation cache makes the next run start sooner)...")
   while step < total and not stopper.stopped:
     k = config.steps_per_dispatch
     if per_epoch:

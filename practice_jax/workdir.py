@@ -24,9 +24,10 @@ CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
 # Keys that say where data lives, not what is trained: they may differ between machines.
 # Keys that say how the work is laid out over devices: every layout trains the same
 # trajectory (tests/test_parallel.py), so a run may continue on other hardware.
+# Keys that say what is kept and shown, not what is trained, may change too.
 _PORTABLE_KEYS = ("data.data_dir", "data.manual_dir", "data.stream_threads",
                   "data.stream_prefetch", "parallel.mode", "parallel.mesh_shape",
-                  "parallel.fsdp_min_size")
+                  "parallel.fsdp_min_size", "keep_checkpoints", "plots")
 # What a run writes in its workdir besides the task's own files (task.output_files()).
 _RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
                 records.RUN_FILE, "learning_curves.png")

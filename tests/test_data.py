@@ -107,7 +107,6 @@ def test_corrupt_manual_file_is_refused(tmp_path, mnist_files):
   target.write_bytes(target.read_bytes()[:-10] + b"0123456789")
   with pytest.raises(UserError, match="checksum"):
     tfds_source.prepare("mnist", str(tmp_path / "tfds"), str(manual))
-  assert target.exists()
 
 
 @pytest.mark.real_data
@@ -133,3 +132,17 @@ def test_mnist_and_fashion_mnist_prepared_in_one_data_dir_stay_distinct(tmp_path
   fashion = in_memory.load_classification(cfg)
   assert fashion.mean[0] == pytest.approx(0.2860, abs=3e-3)   # MNIST's would be 0.1307
   assert fashion.class_names[0] == "T-shirt/top"
+
+
+@pytest.mark.real_data
+def test_a_damaged_prepared_dataset_is_one_sentence(tmp_path, mnist_files):
+  data_dir = tmp_path / "tfds"
+  builder = tfds_source.prepare("mnist", str(data_dir), str(mnist_files))
+  shard = next(data_dir.glob("mnist/*/mnist-train.tfrecord-*"))
+  shard.write_bytes(shard.read_bytes()[:shard.stat().st_size // 2])   # half a shard
+  cfg = base_config().data
+  cfg.data_dir = str(data_dir)
+  with pytest.raises(UserError, match=r"The prepared mnist dataset in .* is damaged .*; "
+                                      r"delete that folder and prepare it again"):
+    in_memory.load_classification(cfg)
+  del builder

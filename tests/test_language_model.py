@@ -88,8 +88,13 @@ def test_sampling_is_deterministic_and_respects_top_k():
 
 def test_sampling_longer_than_the_context_slides_the_window():
   task, config = _task(MODELS[0][0], **MODELS[0][1])
-  text = task.sample(_init(task), "h", 60, temperature=1.0, top_k=5, seed=0)
+  state = _init(task)
+  text = task.sample(state, "h", 60, temperature=1.0, top_k=1, seed=0)     # greedy
   assert len(text) == 61 and set(text) <= set(VOCAB)
+  tokens = task.vocab.encode(text)
+  for i in (30, 45, 60):          # past the 24-character context: the last 24 decide
+    window = jnp.asarray(tokens[i - 24:i])[None]
+    assert tokens[i] == int(jnp.argmax(task.logits(state, window)[0, -1]))
 
 
 def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
@@ -99,7 +104,8 @@ def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
   config.task.sampling.length = 20
   config.model.num_layers = 1
   record = train.train_and_evaluate(config, str(tmp_path))
-  assert record["steps"] == 4 and "bits_per_char" in record["final"]["test"]
+  test = record["final"]["test"]
+  assert record["steps"] == 4 and test["bits_per_char"] == pytest.approx(test["loss"] / math.log(2))
   trained_vocab = train.build(config).task.vocab.chars
   exp, state, step, _ = train.load_trained(str(tmp_path))     # no dataset: metadata only
   assert exp.source.num_train_examples == 0 and exp.source.eval_splits == {}
@@ -124,6 +130,9 @@ def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
   assert first.returncode == 0, first.stderr[-2000:]
   assert first.stdout == again.stdout and first.stdout.startswith(trained_vocab[1])
   assert len(first.stdout) == 1 + 30 + 1        # prompt, 30 characters, print's newline
+  # The command samples as the task does, with the given temperature and top_k.
+  assert first.stdout == exp.task.sample(state, trained_vocab[1], 30, 0.8, 3, 0) + "\n"
+  assert first.stdout != exp.task.sample(state, trained_vocab[1], 30, 0.8, 0, 0) + "\n"
   bad = subprocess.run([sys.executable, "-m", "practice_jax.sample", f"--workdir={tmp_path}",
                         "--temperature=0"], cwd=REPO, capture_output=True, text=True,
                        timeout=300)

@@ -130,3 +130,10 @@ def test_a_run_fills_the_persistent_compilation_cache(tmp_path, real_mnist_data_
                  "--config.plots=False"], {"TFDS_DATA_DIR": real_mnist_data_dir})
   assert result.returncode == 0, result.stderr[-2000:]
   assert any(p.name.startswith("jit_chunk") for p in cache.iterdir())
+
+
+def test_help_lists_the_experiments_and_exits_zero():
+  result = _run(["--help"], config=None)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "configs/mnist.py" in result.stdout and "configs/shakespeare_gpt_cpu.py" in result.stdout
+  assert "--workdir" in result.stdout

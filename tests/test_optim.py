@@ -48,6 +48,28 @@ def test_every_optimizer_descends_a_quadratic(name, extra):
   assert loss(params) < 0.9 * start
 
 
+@pytest.mark.parametrize("name,extra,reference", [
+    ("sgd", {"momentum": 0.0}, optax.sgd(0.05)),
+    ("sgd", {"momentum": 0.9, "nesterov": True}, optax.sgd(0.05, 0.9, nesterov=True)),
+    ("adam", {"b2": 0.99}, optax.adam(0.05, b2=0.99)),
+    ("adamw", {"weight_decay": 0.1, "no_decay": ""}, optax.adamw(0.05, weight_decay=0.1)),
+    ("rmsprop", {"momentum": 0.0, "rmsprop_decay": 0.8},
+     optax.rmsprop(0.05, decay=0.8, eps=1e-8)),
+], ids=["sgd", "nesterov", "adam", "adamw", "rmsprop"])
+def test_each_optimizer_is_the_optax_one_it_names(name, extra, reference):
+  """Three updates on the same gradients equal optax's own optimizer: the names are not
+  interchangeable (an 'adam' that ran sgd would fail here)."""
+  tx = _constant_tx(_opt_config(name=name, **extra), 0.05)
+  ours, theirs = tx.init(PARAMS), reference.init(PARAMS)
+  params = PARAMS
+  for i in range(3):
+    grads = jax.tree.map(lambda p: jnp.sin(p * (i + 1)), params)
+    a, ours = tx.update(grads, ours, params)
+    b, theirs = reference.update(grads, theirs, params)
+    chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-7)
+    params = optax.apply_updates(params, a)
+
+
 def test_decoupled_weight_decay_skips_biases_by_default():
   tx = _constant_tx(_opt_config(name="sgd", momentum=0.0, weight_decay=0.5), 0.1)
   zero_grads = jax.tree.map(jnp.zeros_like, PARAMS)

@@ -236,3 +236,60 @@ def test_two_runs_started_together_one_trains_the_other_is_refused(tmp_path, rea
   from practice_jax.reporting import writers
   steps = [(r["step"], r["split"]) for r in writers.read_metrics(str(workdir))]
   assert len(steps) == len(set(steps))                         # no record written twice
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 1.5 MB file system (tmpfs; needs root), grown later with .grow()."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)],
+                    capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+  class Disk:
+    path = mount
+
+    def grow(self):
+      subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+  try:
+    yield Disk()
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_sentence_and_the_rerun_after_freeing_space_resumes(tmp_path,
+                                                                            small_disk):
+  config = tmp_path / "tiny_mlp.py"
+  config.write_text(
+      "import sys\n"
+      f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+      "from conftest import load_config, tiny\n\n\n"
+      "def get_config():\n"
+      "  config = tiny(load_config('mnist_mlp'), epochs=5.0)\n"
+      "  config.model.hidden = (64,)\n"
+      "  config.checkpoint_every_steps = 2\n"
+      "  config.keep_checkpoints = 5\n"
+      "  config.plots = False\n"
+      "  return config\n")
+  workdir = small_disk.path / "run"
+  env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds"), "PYTHONPATH": str(REPO)}
+  command = [sys.executable, str(REPO / "tests" / "helpers" / "with_mock_tfds.py"),
+             "practice_jax.main", f"--config={config}", f"--workdir={workdir}",
+             "--compilation_cache="]
+  full = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert full.returncode == 2, full.stderr[-3000:]
+  assert "Traceback" not in full.stderr and len(full.stderr.splitlines()) <= 2, full.stderr
+  message = full.stderr.strip().splitlines()[-1]
+  assert message.startswith(f"error: The disk holding {workdir}/checkpoints is full")
+  assert "MB free, one checkpoint takes about" in message and "is intact" in message
+  saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and max(saved) < 30
+  small_disk.grow()                                    # space freed: the same command
+  again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f"Resuming from the checkpoint at step {max(saved)}" in again.stdout
+  import json
+  assert json.loads((workdir / "run.json").read_text())["steps"] == 30

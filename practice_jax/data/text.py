@@ -55,9 +55,7 @@ class TextData:
 
 
 def _split_text(builder, split: str) -> str:
-  tfds = tfds_source._tfds()
-  texts = [ex["text"].decode("utf-8") for ex in tfds.as_numpy(builder.as_dataset(split=split))]
-  return "".join(texts)
+  return "".join(ex["text"].decode("utf-8") for ex in tfds_source.read_all(builder, split))
 
 
 def load_text(cfg: ml_collections.ConfigDict) -> TextData:

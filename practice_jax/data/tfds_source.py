@@ -100,11 +100,26 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   return builder
 
 
+def read_all(builder, split: str, **kwargs) -> list:
+  """Every element of `split` as numpy; a damaged prepared copy (a truncated or corrupt
+  shard, a missing file) is a UserError naming the dataset and how to prepare it again."""
+  tfds = _tfds()
+  import tensorflow as tf
+  try:
+    return list(tfds.as_numpy(builder.as_dataset(split=split, **kwargs)))
+  except (tf.errors.OpError, OSError) as e:
+    reason = (getattr(e, "message", "") or str(e)).strip().splitlines()[0][:160]
+    name = builder.info.name
+    raise UserError(
+        f"The prepared {name} dataset in {builder.data_dir} is damaged ({reason}); delete "
+        f"that folder and prepare it again with `python -m practice_jax.data.prepare "
+        f"{name} --manual_dir=FOLDER` (or let the next run download it).") from None
+
+
 def load_split(builder, split: str) -> dict[str, np.ndarray]:
   """The whole split as numpy arrays: {'image': uint8 NHWC, 'label': int32 N}."""
-  tfds = _tfds()
   # Batches rather than batch_size=-1: the latter needs the split's size up front.
-  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=10_000)))
+  chunks = read_all(builder, split, batch_size=10_000)
   return {"image": np.concatenate([c["image"] for c in chunks]).astype(np.uint8),
           "label": np.concatenate([c["label"] for c in chunks]).astype(np.int32)}
 

@@ -43,10 +43,14 @@ class Progress:
     self._last_step = start_step
     self._last_time = time.perf_counter()
     self.steps_per_s: float | None = None
+    self._updates = 0
 
   def update(self, step: int, metrics: dict[str, float]) -> None:
     now = time.perf_counter()
-    if step > self._last_step:
+    self._updates += 1
+    # The first chunk includes compiling the step: its rate would promise an ETA of hours
+    # on a run of minutes, so rates (and the ETA) start from the second chunk.
+    if step > self._last_step and self._updates > 1:
       rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
       # Smooth so that one slow chunk (a compile, a checkpoint) does not swing the ETA.
       self.steps_per_s = rate if self.steps_per_s is None else 0.7 * self.steps_per_s + 0.3 * rate
