@@ -195,7 +195,15 @@ def run() -> None:
     print(__doc__.strip() + "\n\n" + _configs_help() + "\n")
     print(flags.FLAGS.main_module_help())
     sys.exit(0)
-  app.run(main, flags_parser=_parse_flags)
+  from practice_jax import signals
+  signals.install()   # a Ctrl-C while JAX and TensorFlow import is not lost in a callback
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except KeyboardInterrupt:
+    # Ctrl-C before the stop handlers are installed (while importing): no run started.
+    print("\nInterrupted while starting up; no training step ran and no checkpoint was "
+          "written. Run the same command again to start.", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

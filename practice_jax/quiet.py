@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -66,7 +67,10 @@ class _OwnLinesOnly(logging.Filter):
     # orbax logs every failure of a background save from each of its threads, with a
     # traceback each (a full disk: ~450 lines); checkpoint.py raises the failure itself,
     # as one sentence where it can name it, so those records add nothing.
-    from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname
+    # asyncio's "Task exception was never retrieved" is the same failure once more, for
+    # each of orbax's writes that were still running.
+    from_orbax = (f"{os.sep}orbax{os.sep}" in record.pathname or record.name == "asyncio"
+                  or f"{os.sep}asyncio{os.sep}" in record.pathname)
     return own or kept or (record.levelno >= logging.ERROR and not from_orbax)
 
 
@@ -83,6 +87,67 @@ def install(argv: Sequence[str] | None = None) -> None:
   absl_logging.get_absl_handler().addFilter(_OwnLinesOnly())
   warnings.filterwarnings("ignore")
   warnings.filterwarnings("default", module=r"practice_jax(\.|$)")
+  sys.stderr = _WithoutClosedLoopTracebacks(sys.stderr)
+
+
+class _WithoutClosedLoopTracebacks(io.TextIOBase):
+  """sys.stderr without the tracebacks that end in 'RuntimeError: Event loop is closed':
+  tensorstore's write callbacks print one for every write still in flight when orbax
+  closes its event loop after a failed or abandoned save (eight on a corrupt-checkpoint
+  fallback, dozens on a full disk), although practice_jax has handled the failure. They
+  come from several threads at once, so lines are gathered per thread. Every other line,
+  every other traceback included, passes through unchanged."""
+
+  def __init__(self, stream):
+    self._stream = stream
+    self._held: dict[int, list[str]] = {}
+    self._partial: dict[int, str] = {}
+    self._lock = threading.Lock()
+
+  def write(self, text: str) -> int:
+    me = threading.get_ident()
+    with self._lock:
+      lines = (self._partial.pop(me, "") + text).splitlines(keepends=True)
+      if lines and not lines[-1].endswith("\n"):
+        self._partial[me] = lines.pop()
+      held = self._held.setdefault(me, [])
+      for line in lines:
+        if held or line.startswith("Traceback (most recent call last):"):
+          held.append(line)
+          if not line[:1].isspace() and not line.startswith("Traceback") and line.strip():
+            block = "".join(held)          # the exception line ends the traceback
+            held.clear()
+            if "Event loop is closed" not in line:
+              self._stream.write(block)
+        else:
+          self._stream.write(line)
+      partial = self._partial.get(me, "")
+      if partial and not held and not "Traceback".startswith(partial[:9]):
+        self._stream.write(self._partial.pop(me))   # a prompt or progress: at once
+    return len(text)
+
+  def flush(self) -> None:
+    with self._lock:
+      for me in [m for m, text in self._partial.items() if not self._held.get(m)]:
+        self._stream.write(self._partial.pop(me))
+    self._stream.flush()
+
+  def fileno(self) -> int:
+    return self._stream.fileno()
+
+  def isatty(self) -> bool:
+    return self._stream.isatty()
+
+  @property
+  def encoding(self) -> str:
+    return self._stream.encoding
+
+  @property
+  def errors(self) -> str | None:
+    return self._stream.errors
+
+  def __getattr__(self, name: str):      # buffer, reconfigure, ...: the real stream's
+    return getattr(self._stream, name)
 
 
 def is_quiet() -> bool:

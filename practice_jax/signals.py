@@ -59,6 +59,11 @@ def install() -> None:
       signal.signal(sig, signal.SIG_DFL)
 
 
+def pending() -> int | None:
+  """The stop signal received so far, if any."""
+  return _state.signum
+
+
 def release() -> None:
   """Restores the handlers from before install(): signals act normally again."""
   for sig, handler in _state.previous.items():

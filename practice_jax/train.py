@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from practice_jax import data, optim, tasks, workdir as workdir_lib
+from practice_jax import data, optim, signals, tasks, workdir as workdir_lib
 from practice_jax.checkpoint import Checkpointer
 from practice_jax.errors import UserError
 from practice_jax.parallel import DataParallel, sync
@@ -133,6 +133,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() == 0:
     print(f"Loading {config.data.name}...", flush=True)
   exp = build(config)                # loads the data: a data error leaves no trace
+  signum = signals.pending()
+  if signum is not None and exp.parallel.process_count == 1:
+    raise Preempted(f"Stopped by {signal.Signals(signum).name} while starting up: nothing "
+                    f"was trained or written in {workdir}. Run the same command again to "
+                    f"start.", signum)
   lock = workdir_lib.WorkdirLock(workdir)
   if exp.parallel.is_main:           # one run per workdir (process 0 holds it for all)
     os.makedirs(workdir, exist_ok=True)

@@ -293,3 +293,17 @@ def test_a_full_disk_is_one_sentence_and_the_rerun_after_freeing_space_resumes(t
   assert f"Resuming from the checkpoint at step {max(saved)}" in again.stdout
   import json
   assert json.loads((workdir / "run.json").read_text())["steps"] == 30
+
+
+@pytest.mark.real_data
+def test_ctrl_c_while_starting_up_stops_in_one_sentence_and_writes_nothing(tmp_path,
+                                                                         real_mnist_data_dir):
+  workdir = tmp_path / "run"
+  proc = _start(workdir, real_mnist_data_dir)
+  time.sleep(0.5)                       # importing JAX, before any data or compiling
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err[-2000:]
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+  assert "Stopped by SIGINT while starting up: nothing was trained or written" in err
+  assert not workdir.exists()
