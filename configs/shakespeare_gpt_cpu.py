@@ -8,8 +8,10 @@ Prepare the data offline first if needed (FOLDER holds input.txt):
     python -m practice_jax.data.prepare tiny_shakespeare --manual_dir=FOLDER
 
 Result: validation loss 1.8690 (test 1.9083) after 2000 steps; validation loss <= 1.88
-reached 51.0 s after process start, process exit at 53.9 s (medians of 3 runs), on the
-2-core AMD EPYC CPU machine (jax 0.10.2, 2026-11-24). Reproduce:
+reached 54.3 s after process start, process exit at 58.1 s (medians of 3 runs), on the
+2-core AMD EPYC CPU machine (jax 0.10.2, 2026-12-01; the code before the loop redesign,
+2695c49, took 59.0 s and 63.0 s in the same session, and 51.0 s and 53.9 s on a quieter
+2026-11-24). Reproduce:
 `python bench/time_to_target.py --config configs/shakespeare_gpt_cpu.py --metric loss
 --target 1.88 --repeats 3`.
 """
