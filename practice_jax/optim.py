@@ -35,6 +35,7 @@ import ml_collections
 import optax
 
 from practice_jax.models.layers import device_axis
+from practice_jax.models.settings import one_of
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "one_cycle")
@@ -86,7 +87,6 @@ class Plan:
 def check(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict,
           prefix: str = "config.") -> str | None:
   """The first problem with an optimizer and schedule section, as one sentence."""
-  from practice_jax.models.settings import one_of
   for key, value, choices in (("optimizer.name", opt.name, OPTIMIZERS),
                               ("schedule.name", sched.name, SCHEDULES)):
     problem = one_of(choices)(value)

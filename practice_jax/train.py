@@ -180,8 +180,12 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   ckpt = Checkpointer(os.path.join(workdir, LAST), config.keep_checkpoints)
   best_ckpt = Checkpointer(os.path.join(workdir, BEST), 1)
   monitor = monitored_metric(config)
-  stopper = EarlyStopping(monitor, task.METRICS[monitor.partition("/")[2]].higher_is_better,
+  monitored_evaluator, _, monitored_name = monitor.partition("/")
+  stopper = EarlyStopping(monitor, task.METRICS[monitored_name].higher_is_better,
                           config.early_stopping.patience, config.early_stopping.min_delta)
+  # What the console counts in: epochs (steps per epoch), or steps for a run of a fixed
+  # number of steps (None).
+  counted_epoch = None if config.num_steps else per_epoch
   window = epoch_sums = None
   if ckpt.latest_step() is not None:
     state, meta, warnings = ckpt.restore_latest_good(state)
@@ -210,14 +214,13 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
           f"--config_change=restart or another --workdir to train again.")
     return finished
   best_ckpt.delete_after(step)
-  progress = Progress(total, None if config.num_steps else per_epoch, start_step=step,
-                      metrics=task.METRICS,
+  progress = Progress(total, counted_epoch, start_step=step, metrics=task.METRICS,
                       stream=None if parallel.is_main else open(os.devnull, "w"))
   n_params = task.num_parameters(state)
   progress.message(
       f"{task.title()} ({n_params:,} parameters): "
       f"{source.num_train_examples} training examples, "
-      + (f"{per_epoch} steps/epoch, " if per_epoch and not config.num_steps else "")
+      + (f"{counted_epoch} steps/epoch, " if counted_epoch else "")
       + f"{total} steps, global batch {config.batch_size} on {parallel.num_devices} "
       f"{jax.default_backend()} device(s)"
       + (f" in {parallel.process_count} processes" if parallel.process_count > 1 else "")
@@ -234,7 +237,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   out = Artifacts(workdir, parallel.is_main, config.plots)
 
   def position(s: int) -> str:
-    return f"epoch {s / per_epoch:6.2f}" if per_epoch and not config.num_steps else f"step {s:6d}"
+    return f"epoch {s / counted_epoch:6.2f}" if counted_epoch else f"step {s:6d}"
 
   def evaluate(s: int) -> tuple[str, float | None]:
     """Runs the periodic evaluators and the task's per-evaluation artifacts."""
@@ -244,8 +247,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
         metrics = evaluator.run(state)
         writer.write_scalars(s, {f"{name}/{k}": v for k, v in metrics.items()})
         line += f" | {name} " + format_metrics(metrics, task.METRICS)
-        if name == monitor.partition("/")[0]:
-          monitored = metrics[monitor.partition("/")[2]]
+        if name == monitored_evaluator:
+          monitored = metrics[monitored_name]
     task.artifacts(state, s, out, final=False)
     return line, monitored
 
@@ -291,8 +294,9 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
                       for name, schedule in task.schedules.items()})
       writer.write_scalars(new_step, scalars)
       window = None
-    if (_itstime(step, new_step, config.eval_every_steps) or new_step == total or
-        (not config.eval_every_steps and epoch_end)):
+    evaluate_now = (_itstime(step, new_step, config.eval_every_steps) or
+                    new_step == total or (not config.eval_every_steps and epoch_end))
+    if evaluate_now:
       line, monitored = evaluate(new_step)
       line = (f"{position(new_step)} | train "
               + format_metrics(task.summarize(epoch_sums), task.METRICS) + line)
@@ -306,11 +310,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
             f"Early stopping: {stopper.metric} has not improved for {stopper.patience} "
             f"evaluations; the best was {stopper.best:.4f} at step {stopper.best_step}.")
       writer.flush()
-      evaluated = True
-    else:
-      evaluated = False
     signum = stop.agreed_signal(parallel.process_count)
-    if (epoch_end or evaluated or stopper.stopped or signum is not None or
+    if (epoch_end or evaluate_now or stopper.stopped or signum is not None or
         _itstime(step, new_step, config.checkpoint_every_steps)):
       writer.flush()       # every record up to this step is on disk before the checkpoint
       ckpt.save(new_step, state, {"epoch": new_step / per_epoch if per_epoch else None,
@@ -363,11 +364,10 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   records.write_run_record(workdir, record)
   if report:
     progress.message(report.rstrip())
-  summary = " | ".join(f"{name} {format_metrics(m, task.METRICS)}" for name, m in final.items()
-                       if not evaluators[name].periodic) or "done"
+  summary = " | ".join(f"{name} {format_metrics(m, task.METRICS)}"
+                       for name, m in final.items() if not evaluators[name].periodic) or "done"
   progress.message(
       f"{summary} ({used} checkpoint, step {used_step}) | "
-      + (f"{step / per_epoch:g} epochs, " if per_epoch and not config.num_steps
-         else f"{step} steps, ")
+      + (f"{step / counted_epoch:g} epochs, " if counted_epoch else f"{step} steps, ")
       + f"this process {format_duration(wall)} | results in {workdir}")
   return record

@@ -20,7 +20,6 @@ from practice_jax.reporting import records, writers
 CONFIG_FILE = "config.json"
 LAST, BEST = "checkpoints", "best_checkpoint"
 
-CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
 # Keys that say where data lives, not what is trained: they may differ between machines.
 # Keys that say how the work is laid out over devices: every layout trains the same
 # trajectory (tests/test_parallel.py), so a run may continue on other hardware.
@@ -28,7 +27,7 @@ CONFIG_CHANGE_CHOICES = ("refuse", "continue", "restart")
 _PORTABLE_KEYS = ("data.data_dir", "data.manual_dir", "data.stream_threads",
                   "data.stream_prefetch", "parallel.mode", "parallel.mesh_shape",
                   "parallel.fsdp_min_size", "keep_checkpoints", "plots")
-# What a run writes in its workdir besides the task's own files (task.output_files()).
+# What a run writes in its workdir besides the tasks' own files (their OUTPUTS).
 _RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
                 records.RUN_FILE, "learning_curves.png")
 
@@ -50,7 +49,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def check(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
-                   ) -> list[str]:
+          ) -> list[str]:
   """Refuses an unwritable workdir, and mixing two configs in one unless told what to do;
   writes nothing."""
   existing = os.path.abspath(workdir)

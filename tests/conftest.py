@@ -97,3 +97,24 @@ def image_info(num_classes, image_shape, mean=0.5, std=0.25):
   return {"num_classes": num_classes, "class_names": [str(i) for i in range(num_classes)],
           "image_shape": list(image_shape), "mean": [mean] * image_shape[-1],
           "std": [std] * image_shape[-1]}
+
+
+def killed_copy(workdir, copy, after_step: int):
+  """A copy of a finished run's `workdir` at `copy` as if its process had died after
+  the checkpoint of `after_step`: the later checkpoints are dropped."""
+  import shutil
+  shutil.copytree(workdir, copy)
+  for ckpt in (Path(copy) / "checkpoints").iterdir():
+    if ckpt.name.isdigit() and int(ckpt.name) > after_step:
+      shutil.rmtree(ckpt)
+  return copy
+
+
+def checkpointed_state(config, workdir):
+  """The latest checkpointed train state of the run of `config` in `workdir`."""
+  from practice_jax import train
+  from practice_jax.checkpoint import Checkpointer
+  exp = train.build(config)
+  state, _ = Checkpointer(str(Path(workdir) / "checkpoints"), 1, create=False).restore(
+      exp.task.init_state(exp.plan))
+  return state

@@ -2,16 +2,14 @@
 resume bitwise (tests/seam_tasks.py defines them: a GAN with two models and two
 optimizers, a task with no dataset, a student with a frozen teacher on streamed data)."""
 
-import shutil
-
 import chex
 import jax
 import numpy as np
 import pytest
 
 import seam_tasks  # noqa: F401 - registers the tasks and sources
+from conftest import checkpointed_state, killed_copy, load_config, tiny
 from practice_jax import train
-from practice_jax.checkpoint import Checkpointer
 from practice_jax.config_base import base_config
 from practice_jax.data.streaming import StreamingSource
 from practice_jax.reporting import writers
@@ -32,25 +30,15 @@ def _config(task, data, steps=12):
   return config
 
 
-def _final_state(config, workdir):
-  exp = train.build(config)
-  state, _ = Checkpointer(str(workdir / "checkpoints"), 100).restore(
-      exp.task.init_state(exp.plan))
-  return state
-
-
 def _run_interrupted_and_resumed(config, tmp_path, cut):
   """A full run, and the same run cut after step `cut` (later checkpoints dropped, as
   if the process had died) and resumed: both must end bitwise equal."""
   full = train.train_and_evaluate(config, str(tmp_path / "full"))
-  shutil.copytree(tmp_path / "full", tmp_path / "resumed")
-  for ckpt in (tmp_path / "resumed" / "checkpoints").iterdir():
-    if ckpt.name.isdigit() and int(ckpt.name) > cut:
-      shutil.rmtree(ckpt)
+  killed_copy(tmp_path / "full", tmp_path / "resumed", after_step=cut)
   resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert resumed["final"] == full["final"]
-  chex.assert_trees_all_equal(_final_state(config, tmp_path / "full"),
-                              _final_state(config, tmp_path / "resumed"))
+  chex.assert_trees_all_equal(checkpointed_state(config, tmp_path / "full"),
+                              checkpointed_state(config, tmp_path / "resumed"))
   strip = lambda records: [{k: v for k, v in r.items() if k != "time"} for r in records]
   assert strip(writers.read_metrics(str(tmp_path / "resumed"))) == strip(
       writers.read_metrics(str(tmp_path / "full")))
@@ -86,7 +74,7 @@ def test_a_frozen_teacher_in_the_state_on_streamed_data(tmp_path):
   _run_interrupted_and_resumed(config, tmp_path, cut=10)        # resumes mid-epoch
   exp = train.build(config)
   initial = exp.task.init_state(exp.plan)
-  final = _final_state(config, tmp_path / "full")
+  final = checkpointed_state(config, tmp_path / "full")
   chex.assert_trees_all_equal(final.teacher, initial.teacher)    # frozen
   assert not np.allclose(jax.tree.leaves(final.params)[0], jax.tree.leaves(initial.params)[0])
   gaps = [r["gap"] for r in writers.read_metrics(str(tmp_path / "full"))
@@ -123,7 +111,6 @@ def test_each_process_streams_its_own_share():
 
 
 def test_a_tfds_dataset_streams_from_disk_with_exact_resume(mock_tfds, tmp_path):
-  from conftest import load_config, tiny
   config = tiny(load_config("mnist"), epochs=1.0)
   config.data.in_memory = False
   config.model.features, config.model.pools, config.model.dense = (4,), ("avg",), (8,)
@@ -131,10 +118,7 @@ def test_a_tfds_dataset_streams_from_disk_with_exact_resume(mock_tfds, tmp_path)
   config.keep_checkpoints = 10
   full = train.train_and_evaluate(config, str(tmp_path / "full"))
   assert full["steps"] == 6 and np.isfinite(full["final"]["test"]["loss"])
-  shutil.copytree(tmp_path / "full", tmp_path / "resumed")
-  for ckpt in (tmp_path / "resumed" / "checkpoints").iterdir():
-    if ckpt.name.isdigit() and int(ckpt.name) > 2:
-      shutil.rmtree(ckpt)
+  killed_copy(tmp_path / "full", tmp_path / "resumed", after_step=2)
   resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert resumed["final"] == full["final"]
 

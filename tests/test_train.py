@@ -1,15 +1,12 @@
 """The training loop end to end on mock TFDS data: outputs, resume, determinism."""
 
 import json
-import shutil
 
 import chex
-import numpy as np
 import pytest
 
-from conftest import load_config, tiny
+from conftest import checkpointed_state, killed_copy, load_config, tiny
 from practice_jax import train
-from practice_jax.checkpoint import Checkpointer
 from practice_jax.errors import UserError
 from practice_jax.reporting import writers
 
@@ -25,13 +22,6 @@ def _config(**overrides):
   for key, value in overrides.items():
     config[key] = value
   return config
-
-
-def _final_params(config, workdir):
-  exp = train.build(config)
-  state, _ = Checkpointer(str(workdir / "checkpoints"), 10).restore(
-      exp.task.init_state(exp.plan))
-  return state
 
 
 def _records(workdir):
@@ -57,15 +47,11 @@ def test_a_run_writes_its_results_and_resumes_exactly(mock_tfds, tmp_path, capsy
   assert [r["step"] for r in metrics if r["split"] == "validation"] == [0, 6, 12]
 
   # Interrupted after step 2: drop the later checkpoints, as if the process had died.
-  shutil.copytree(out, tmp_path / "resumed")
-  resumed_dir = tmp_path / "resumed"
-  for ckpt in (resumed_dir / "checkpoints").iterdir():
-    if ckpt.name.isdigit() and int(ckpt.name) > 2:
-      shutil.rmtree(ckpt)
+  resumed_dir = killed_copy(out, tmp_path / "resumed", after_step=2)
   resumed = train.train_and_evaluate(config, str(resumed_dir))
   assert resumed["final"] == full["final"]
-  chex.assert_trees_all_equal(_final_params(config, out).params,
-                              _final_params(config, resumed_dir).params)
+  chex.assert_trees_all_equal(checkpointed_state(config, out).params,
+                              checkpointed_state(config, resumed_dir).params)
   # Every record (the logging window and epoch sums restored from the checkpoint
   # included) and every epoch line equal the uninterrupted run's.
   assert _records(resumed_dir) == _records(out)

@@ -24,12 +24,11 @@ is one file here plus one entry in ``_REGISTRY``; each entry also says what
 
 from __future__ import annotations
 
-import difflib
-
 import ml_collections
 
 from practice_jax.data import catalogue, generated, in_memory, text
 from practice_jax.data.base import Entry, Source
+from practice_jax.models.settings import did_you_mean
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -68,15 +67,13 @@ def check(cfg: ml_collections.ConfigDict, kinds: tuple[str, ...]) -> str | None:
   choices = names()
   if cfg.name not in _REGISTRY or _REGISTRY[cfg.name].kind not in kinds:
     fitting = [n for n in choices if _REGISTRY[n].kind in kinds]
-    match = difflib.get_close_matches(cfg.name, fitting, n=1)
-    hint = f"did you mean {match[0]!r}? " if match else ""
+    hint = did_you_mean(cfg.name, fitting)
     return (f"Unknown dataset (config.data.name) {cfg.name!r} for this task: {hint}"
             f"choose one of {', '.join(fitting)}.")
   allowed = set(_REGISTRY[cfg.name].config(cfg.name))
   for key in cfg:
     if key not in allowed:
-      match = difflib.get_close_matches(key, sorted(allowed), n=1)
-      hint = f"did you mean {match[0]!r}? " if match else ""
+      hint = did_you_mean(key, sorted(allowed))
       return (f"Dataset {cfg.name!r} has no setting config.data.{key}: {hint}its settings "
               f"are {', '.join(sorted(allowed))}.")
   return _REGISTRY[cfg.name].check(cfg)

@@ -13,7 +13,6 @@ other part of practice_jax.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
 import flax.linen as nn
 
@@ -59,16 +58,14 @@ def defaults(name: str) -> dict:
 def check(cfg) -> str | None:
   """The first problem with a config.model section, as one sentence, or None."""
   if cfg.name not in _REGISTRY:
-    match = difflib.get_close_matches(cfg.name, names(), n=1)
-    hint = f"did you mean {match[0]!r}? " if match else ""
+    hint = settings_lib.did_you_mean(cfg.name, names())
     return (f"Unknown model (config.model.name) {cfg.name!r}: {hint}choose one of "
             f"{', '.join(names())}.")
   cls, allowed = _REGISTRY[cfg.name], hyperparameters(cfg.name)
   values = {k: v for k, v in cfg.items() if k != "name"}
   for key in values:
     if key not in allowed:
-      match = difflib.get_close_matches(key, allowed, n=1)
-      hint = f"did you mean {match[0]!r}? " if match else ""
+      hint = settings_lib.did_you_mean(key, allowed)
       return (f"Model {cfg.name!r} has no setting config.model.{key}: {hint}its settings "
               f"are {', '.join(allowed)}.")
   problem = settings_lib.check(values, getattr(cls, "SETTINGS", {}))

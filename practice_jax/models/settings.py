@@ -13,15 +13,20 @@ from collections.abc import Callable, Iterable
 Rule = Callable[[object], "str | None"]
 
 
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+  """'did you mean 'x'? ' for the closest choice, or '' when none is close."""
+  match = difflib.get_close_matches(str(value), list(choices), n=1)
+  return f"did you mean {match[0]!r}? " if match else ""
+
+
 def one_of(choices: Iterable[str]) -> Rule:
   choices = list(choices)
 
   def rule(value):
     if value in choices:
       return None
-    match = difflib.get_close_matches(str(value), choices, n=1)
-    hint = f"; did you mean {match[0]!r}?" if match else "."
-    return f"must be one of {', '.join(choices)}{hint}"
+    hint = did_you_mean(value, choices)
+    return f"must be one of {', '.join(choices)}" + (f"; {hint.strip()}" if hint else ".")
   return rule
 
 

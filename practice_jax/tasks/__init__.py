@@ -6,11 +6,11 @@ register their own: tests/seam_tasks.py).
 
 from __future__ import annotations
 
-import difflib
-
 import ml_collections
 
-from practice_jax.tasks.base import Evaluator, Metric, Task
+from practice_jax.models.settings import did_you_mean
+
+from practice_jax.tasks.base import Task
 from practice_jax.tasks.classification import ClassificationTask
 from practice_jax.tasks.language_model import LanguageModelTask
 
@@ -45,8 +45,7 @@ def task_config(name: str, **settings) -> ml_collections.ConfigDict:
 def check_name(name: str) -> str | None:
   if name in _REGISTRY:
     return None
-  match = difflib.get_close_matches(name, names(), n=1)
-  hint = f"did you mean {match[0]!r}? " if match else ""
+  hint = did_you_mean(name, names())
   return f"Unknown task (config.task.name) {name!r}: {hint}choose one of {', '.join(names())}."
 
 

@@ -18,7 +18,8 @@ evaluate them; the loop knows nothing else about it:
                                    source's (empty for tasks that make their own data)
   task.summarize(sums)          -> {metric: value}
   task.evaluators()             -> {name: Evaluator}: periodic ones run at step 0 and at
-                                   every evaluation, the others once at the end
+                                   every evaluation, the others once at the end (by
+                                   default one per source split through task.eval_step)
   task.artifacts(state, step, out, final) -> text for the console; files go through
                                    `out` (reporting/artifacts.py), which alone knows
                                    which process writes
@@ -118,7 +119,11 @@ class Task:
     return sum(int(np.prod(np.shape(p))) for p in jax.tree.leaves(state.params))
 
   def evaluators(self) -> dict[str, Evaluator]:
-    return {}
+    """One evaluator per split of the source, running the task's masked `eval_step`
+    (state, padded batch) -> metric sums; 'test' only once, at the end."""
+    return {name: split_evaluator(self.parallel, self.eval_step, self.summarize, split,
+                                  self.config.eval_batch_size, periodic=name != "test")
+            for name, split in self.source.eval_splits.items()}
 
   def artifacts(self, state: Any, step: int, out, final: bool) -> str:
     return ""

@@ -14,8 +14,7 @@ from practice_jax.data import augment
 from practice_jax.reporting import classification as report_lib
 from practice_jax.reporting import plots
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
-from practice_jax.tasks.base import (FRACTION, LOWER, Task, mean_metrics, pad_for_eval,
-                                     split_evaluator)
+from practice_jax.tasks.base import FRACTION, LOWER, Task, mean_metrics, pad_for_eval
 
 Metrics = dict[str, jax.Array]
 
@@ -130,11 +129,6 @@ class ClassificationTask(Task):
     metrics = mean_metrics(sums)
     return {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
 
-  def evaluators(self):
-    return {name: split_evaluator(self.parallel, self.eval_step, self.summarize, split,
-                                  self.config.eval_batch_size,
-                                  periodic=name != "test")
-            for name, split in self.source.eval_splits.items()}
 
   # -- reports ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import optax
 from practice_jax import models, optim
 from practice_jax.data import text
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
-from practice_jax.tasks.base import FRACTION, LOWER, Task, mean_metrics, split_evaluator
+from practice_jax.tasks.base import FRACTION, LOWER, Task, mean_metrics
 
 Metrics = dict[str, jax.Array]
 
@@ -108,11 +108,6 @@ class LanguageModelTask(Task):
     metrics = mean_metrics(sums)
     return {"loss": metrics["loss"], "bits_per_char": metrics["loss"] / math.log(2),
             "accuracy": metrics["accuracy"]}
-
-  def evaluators(self):
-    return {name: split_evaluator(self.parallel, self.eval_step, self.summarize, split,
-                                  self.config.eval_batch_size, periodic=name != "test")
-            for name, split in self.source.eval_splits.items()}
 
   # -- sampling ---------------------------------------------------------------------
 
