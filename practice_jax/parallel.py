@@ -212,10 +212,12 @@ class DataParallel:
 
     return jax.jit(evaluate, out_shardings=self.replicated)
 
-  def compile_predict(self, predict: Callable, batch_size: int) -> Callable:
-    """fn(state, padded_split) -> predict(state, images) for every example, stacked."""
+  def compile_predict(self, predict: Callable, batch_size: int, field: str = "image"
+                      ) -> Callable:
+    """fn(state, padded_split) -> predict(state, inputs) for every example, stacked, where
+    the inputs are the split's `field`."""
     def run(state, split):
-      images = _in_batches(split, batch_size)["image"]
+      images = _in_batches(split, batch_size)[field]
 
       def body(_, batch):
         batch = jax.lax.with_sharding_constraint(batch, self.batch_sharded)

@@ -2,6 +2,14 @@
 
     python -m practice_jax.predict --workdir=runs/mnist digit.png [more.png ...]
     python -m practice_jax.predict --workdir=runs/mnist --resize photo_of_a_digit.jpg
+    python -m practice_jax.predict --workdir=runs/csv_classification rows.csv [--output=FILE]
+
+A run trained on a CSV table (configs/csv_*.py) predicts the rows of CSV files with the
+same columns (the label column may be absent): it writes each file's rows with a
+`prediction` column added (and `p(CLASS)` per class for a classifier) to --output, by
+default FILE_predictions.csv beside the input. Values are read and encoded with the
+run's stored schema (data/tables.py); a category the run never saw is refused, naming
+the line and column.
 
 What the model expects is what it was trained on. MNIST: 28x28 grey images of a white
 digit on black, the digit fitted in a 20x20 box and centred by its centre of mass.
@@ -50,6 +58,9 @@ _INVERT = flags.DEFINE_enum(
     "invert", "auto", ["auto", "yes", "no"],
     "The model expects a light object on a dark background (MNIST: white digit on black). "
     "auto: invert one-channel images whose border is light (dark ink on white paper).")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Table runs: where to write the predictions CSV (default: "
+    "INPUT_predictions.csv beside each input file).")
 _SAVE_INPUTS = flags.DEFINE_string(
     "save_inputs", None, "Folder to write each image to as the model sees it (PNG).")
 
@@ -185,6 +196,8 @@ def main(argv: list[str]) -> int:
     if not paths:
       raise UserError("No images given; pass one or more image files after the flags.")
     exp, state, _, _ = train.load_trained(_WORKDIR.value, _CHECKPOINT.value)
+    if exp.config.data.name == "csv":
+      return _predict_tables(exp, state, paths)
     if exp.config.task.name != "classification":
       raise UserError(f"{_WORKDIR.value} holds a {exp.config.task.name} run, not an image "
                       f"classifier; use python -m practice_jax.sample for it.")
@@ -208,6 +221,40 @@ def main(argv: list[str]) -> int:
     top = np.argsort(-p)[:_TOP.value]
     said = f" [{'; '.join(note)}]" if note else ""
     print(f"{path}{said}: " + ", ".join(f"{names[i]} {p[i]:.2%}" for i in top))
+  return 0
+
+
+def _predict_tables(exp, state, paths: list[str]) -> int:
+  """Writes each CSV's rows with the run's predictions added (see the module docstring)."""
+  import csv
+
+  import jax
+
+  from practice_jax.data import tables
+  if _OUTPUT.value and len(paths) > 1:
+    raise UserError("--output names one file; give one CSV at a time, or leave --output "
+                    "out to write INPUT_predictions.csv beside each.")
+  schema = exp.source.info
+  for path in paths:
+    table = tables.Table(path)
+    features = tables.encode(schema, table)
+    header = list(table.header) + ["prediction"]
+    if schema["target"] == "class":
+      names = list(exp.task.class_names)
+      probs = np.asarray(jax.nn.softmax(jax.jit(exp.task.logits)(state, features), -1))
+      header += [f"p({name})" for name in names]
+      extra = [[names[int(p.argmax())]] + [f"{q:.6f}" for q in p] for p in probs]
+    else:
+      values = np.asarray(jax.jit(exp.task.predictions)(state, features))
+      extra = [[f"{v:.6g}"] for v in values]
+    out = _OUTPUT.value or os.path.splitext(path)[0] + "_predictions.csv"
+    tmp = out + ".tmp"
+    with open(tmp, "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(header)
+      writer.writerows(row + e for row, e in zip(table.rows, extra))
+    os.replace(tmp, out)
+    print(f"{path}: {len(table)} rows predicted, written to {out}")
   return 0
 
 

@@ -78,7 +78,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _choice("early_stopping.metric", metric, task.METRICS)
   _check(es.patience >= 0, f"config.early_stopping.patience={es.patience} must be >= 0.")
   _choice("evaluate_checkpoint", config.evaluate_checkpoint, ("last", "best"))
-  _check(config.data.get("validation_size", 1) > 0 or evaluator != "validation" or
+  has_validation = (config.data.get("validation_size", 1) > 0 and
+                    (config.data.get("validation_fraction", 1) > 0 or
+                     bool(config.data.get("validation_path"))))
+  _check(has_validation or evaluator != "validation" or
          (es.patience == 0 and config.evaluate_checkpoint == "last"),
          "Early stopping and evaluate_checkpoint='best' need a validation split; set "
-         "config.data.validation_size above 0.")
+         "config.data.validation_size (or validation_fraction) above 0.")

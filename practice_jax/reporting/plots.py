@@ -208,3 +208,21 @@ def confusion_matrix(cm, class_names: list[str], path: str, title: str = "") -> 
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def predicted_vs_actual(actual, predicted, path: str, title: str = "") -> None:
+  """A regression's predictions against the truth: on the diagonal is perfect."""
+  actual, predicted = np.asarray(actual, float), np.asarray(predicted, float)
+  fig, ax = plt.subplots(figsize=(5.5, 5.5))
+  ax.scatter(actual, predicted, s=10, alpha=0.6, color="tab:blue")
+  both = np.concatenate([actual, predicted])
+  lo, hi = (float(both.min()), float(both.max())) if len(both) else (0.0, 1.0)
+  ax.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", linewidth=1, label="perfect")
+  ax.set_xlabel("actual")
+  ax.set_ylabel("predicted")
+  ax.legend(loc="upper left")
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

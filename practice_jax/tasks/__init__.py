@@ -13,6 +13,7 @@ from practice_jax.models.settings import did_you_mean
 from practice_jax.tasks.base import Task
 from practice_jax.tasks.classification import ClassificationTask
 from practice_jax.tasks.language_model import LanguageModelTask
+from practice_jax.tasks.tabular import RegressionTask, TableClassificationTask
 
 _REGISTRY: dict[str, type[Task]] = {}
 
@@ -25,6 +26,8 @@ def register(cls: type[Task]) -> type[Task]:
 
 register(ClassificationTask)
 register(LanguageModelTask)
+register(TableClassificationTask)
+register(RegressionTask)
 
 
 def names() -> list[str]:

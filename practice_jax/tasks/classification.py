@@ -23,6 +23,7 @@ class ClassificationTask(Task):
   DATA_KINDS = ("image",)
   METRICS = {"loss": LOWER, "accuracy": FRACTION}
   MONITOR = "validation/accuracy"
+  INPUT = "image"                   # the batch field the model reads
   OUTPUTS = tuple(f"{split}_{name}" for split in ("test", "validation")
                   for name in ("report.txt", "report.json", "confusion_matrix.png"))
 
@@ -142,7 +143,7 @@ class ClassificationTask(Task):
     data = self.source.eval_splits[split]
     batch_size = self.config.eval_batch_size
     padded = self.parallel.replicate(pad_for_eval(data, batch_size))
-    predict = self.parallel.compile_predict(self.logits, batch_size)
+    predict = self.parallel.compile_predict(self.logits, batch_size, self.INPUT)
     n = len(data["label"])
     logits = np.asarray(jax.device_get(predict(state, padded)))[:n]
     cm = report_lib.confusion_matrix(data["label"], logits.argmax(-1), self.num_classes)
