@@ -26,6 +26,9 @@ to grey for one-channel datasets and vice versa.
   28x28 field so that its centre of mass is at the centre (MNIST), or to fill the field,
   centred (Fashion-MNIST). Colour images are cropped to the model's aspect ratio around
   the centre and scaled. Without ``--resize`` an image of another size is refused.
+- A run trained on your own image folder (data/folders.py) takes images of any size and
+  brings them to its size as its training images were (centre crop to a square, resize);
+  it inverts nothing unless ``--invert=yes``.
 - ``--save_inputs=DIR`` writes the images exactly as the model sees them, to check.
 
 The run's own normalisation (the training set's channel statistics) is applied, and the
@@ -42,6 +45,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from practice_jax import quiet
+from practice_jax.data.images import fit_colour, read_image
 from practice_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
@@ -68,24 +72,6 @@ _SAVE_INPUTS = flags.DEFINE_string(
 # (as a fraction of the field) and what was centred. MNIST: LeCun et al.'s description;
 # Fashion-MNIST: Xiao et al. 2017 (longest side resized to 28, centred).
 FRAMING = {"mnist": (20 / 28, "mass"), "fashion_mnist": (1.0, "box")}
-
-
-def read_image(path: str, channels: int) -> np.ndarray:
-  """The image at `path` as uint8 HWC with `channels` channels (transparent pixels become
-  white, like paper), or a UserError naming the file."""
-  from PIL import Image, UnidentifiedImageError
-  try:
-    with Image.open(path) as image:
-      if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image = image.convert("RGBA")
-        paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, image)
-      array = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.uint8)
-  except FileNotFoundError:
-    raise UserError(f"{path} does not exist.") from None
-  except (UnidentifiedImageError, OSError) as e:
-    raise UserError(f"{path} is not a readable image ({e}).") from None
-  return array.reshape(array.shape[:2] + (channels,))
 
 
 def _border(image: np.ndarray) -> np.ndarray:
@@ -140,21 +126,6 @@ def frame(grey: np.ndarray, field: int = 28, box: int = 20, centre: str = "mass"
   return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)[..., None]
 
 
-def fit_colour(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Centre crop to the target's aspect ratio, then scaled: a photograph filling the frame."""
-  from PIL import Image
-  h, w = image.shape[:2]
-  if h * width > w * height:                      # too tall
-    keep = round(w * height / width)
-    image = image[(h - keep) // 2:(h - keep) // 2 + keep]
-  else:
-    keep = round(h * width / height)
-    image = image[:, (w - keep) // 2:(w - keep) // 2 + keep]
-  resized = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
-      (width, height), Image.Resampling.LANCZOS)
-  return np.asarray(resized, np.uint8).reshape(height, width, image.shape[-1])
-
-
 def to_model_input(image: np.ndarray, shape: tuple[int, int, int], invert: str = "auto",
                    resize: bool = False, name: str = "the image", dataset: str = "mnist"
                    ) -> tuple[np.ndarray, list[str]]:
@@ -180,6 +151,19 @@ def to_model_input(image: np.ndarray, shape: tuple[int, int, int], invert: str =
   return fit_colour(image, height, width), notes
 
 
+def _as_in_folder(image: np.ndarray, shape, path: str) -> tuple[np.ndarray, list[str]]:
+  """A run trained on an image folder: any size, brought to the model's as its training
+  images were (data/folders.py: centre crop to a square, resize); inverted only with
+  --invert=yes."""
+  notes = []
+  if _INVERT.value == "yes":
+    image, notes = 255 - image, ["inverted"]
+  if image.shape[:2] != tuple(shape[:2]):
+    notes.append(f"resized from {image.shape[1]}x{image.shape[0]}")
+    image = fit_colour(image, shape[0], shape[1])
+  return image, notes
+
+
 def _input_spec(task) -> tuple[tuple[int, int, int], list[str]]:
   """The model's image shape and class names (from the checkpoint's metadata)."""
   return tuple(task.image_shape), list(task.class_names)
@@ -202,9 +186,10 @@ def main(argv: list[str]) -> int:
       raise UserError(f"{_WORKDIR.value} holds a {exp.config.task.name} run, not an image "
                       f"classifier; use python -m practice_jax.sample for it.")
     shape, names = _input_spec(exp.task)
-    inputs, notes = zip(*(to_model_input(read_image(p, shape[-1]), shape, _INVERT.value,
-                                         _RESIZE.value, p, exp.config.data.name)
-                          for p in paths))
+    prepare = (_as_in_folder if exp.config.data.name == "image_folder" else
+               lambda image, shape, path: to_model_input(
+                   image, shape, _INVERT.value, _RESIZE.value, path, exp.config.data.name))
+    inputs, notes = zip(*(prepare(read_image(p, shape[-1]), shape, p) for p in paths))
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

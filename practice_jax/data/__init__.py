@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from practice_jax.data import catalogue, generated, in_memory, tables, text
+from practice_jax.data import catalogue, folders, generated, in_memory, tables, text
 from practice_jax.data.base import Entry, Source
 from practice_jax.models.settings import did_you_mean
 
@@ -42,6 +42,7 @@ for _name, _spec in catalogue.CATALOGUE.items():
   register(_name, in_memory.ENTRY if _spec.kind == "image" else text.ENTRY)
 register("none", generated.ENTRY)
 register("csv", tables.ENTRY)
+register("image_folder", folders.ENTRY)
 
 
 def names(kind: str | None = None) -> list[str]:

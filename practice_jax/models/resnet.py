@@ -1,7 +1,8 @@
-"""ResNet-18 for 32x32 images (He et al., 2016), with the usual CIFAR stem.
+"""ResNet-18 (He et al., 2016), with the usual CIFAR stem or the ImageNet one.
 
-The ImageNet stem (7x7 stride-2 conv + max-pool) would shrink a 32x32 image to 8x8 before
-the first block; the CIFAR variant uses one 3x3 stride-1 conv instead, then four stages of
+The ImageNet stem (``stem='imagenet'``: 7x7 stride-2 conv + 3x3 stride-2 max-pool, for
+224x224 images) would shrink a 32x32 image to 8x8 before the first block; the CIFAR
+variant (``stem='cifar'``, the default) uses one 3x3 stride-1 conv instead. Then four stages of
 two basic blocks (64, 128, 256, 512 channels; stride 2 from the second stage on), global
 average pooling and a linear classifier. Batch norm statistics live in the 'batch_stats'
 collection, carried in the train state.
@@ -43,8 +44,10 @@ class ResNet(nn.Module):
   width: int = 64
   bn_momentum: float = 0.9
   conv_impl: str = "auto"                       # conv lowering, see models/conv.py
+  stem: str = "cifar"                           # 'cifar' (32x32) or 'imagenet' (224x224)
 
-  SETTINGS = {"stage_sizes": each(positive, min_len=1), "width": positive,
+  SETTINGS = {"stem": one_of(("cifar", "imagenet")),
+              "stage_sizes": each(positive, min_len=1), "width": positive,
               "bn_momentum": lambda m: None if 0.0 <= m < 1.0 else "must be in [0, 1).",
               "conv_impl": one_of(conv.CONV_IMPLS)}
   CPU_UNROLL = True   # convolutions: see parallel.py
@@ -55,8 +58,13 @@ class ResNet(nn.Module):
                       epsilon=1e-5)
     impl = conv.check_impl(self.conv_impl)
     conv_layer = conv.layer(impl)
-    x = conv_layer(self.width, (3, 3), padding=1, use_bias=False)(x)
-    x = nn.relu(norm()(x))
+    if self.stem == "imagenet":
+      x = conv_layer(self.width, (7, 7), 2, padding=3, use_bias=False)(x)
+      x = nn.relu(norm()(x))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = conv_layer(self.width, (3, 3), padding=1, use_bias=False)(x)
+      x = nn.relu(norm()(x))
     for stage, blocks in enumerate(self.stage_sizes):
       for block in range(blocks):
         strides = 2 if stage > 0 and block == 0 else 1

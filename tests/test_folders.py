@@ -1,0 +1,151 @@
+"""Your own image folders: layouts, the seeded split, the decoded-image cache, refusals
+(one sentence, exit status 2, nothing written), training and predict on the result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ml_collections
+import pytest
+from PIL import Image
+
+from conftest import REPO, load_config
+from practice_jax import data, models, train
+from practice_jax.data import folders
+from practice_jax.errors import UserError
+from practice_jax.validation import validate
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def draw(path, colour, size=(12, 10), mode="RGB", seed=0):
+  rng = np.random.default_rng(seed)
+  pixels = np.clip(np.asarray(colour) + rng.normal(0, 20, size[::-1] + (3,)), 0, 255)
+  image = Image.fromarray(pixels.astype(np.uint8))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  image.convert(mode).save(path)
+
+
+def colour_folder(root, per_class=12, split=None):
+  """Class folders of noisy colour patches of mixed sizes and modes (JPEG and PNG)."""
+  for c, (name, colour) in enumerate(COLOURS.items()):
+    for i in range(per_class):
+      folder = os.path.join(root, *([split] if split else []), name)
+      ext = "jpg" if i % 3 == 0 else "png"
+      size = (12, 10) if i % 2 else (20, 24)
+      draw(os.path.join(folder, f"{i:03d}.{ext}"), colour, size, seed=100 * c + i)
+  return str(root)
+
+
+def folder_config(path, tmp_path, **data_settings):
+  config = load_config("image_folder")
+  config.data.update(dict(path=str(path), image_size=16, cache_dir=str(tmp_path / "cache"),
+                          **data_settings))
+  config.model = models_config()
+  config.num_epochs = 4.0
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.log_every_steps = 4
+  config.steps_per_dispatch = 1
+  config.schedule.warmup_epochs = 0.0
+  config.optimizer.learning_rate = 3e-3
+  return config
+
+
+def models_config():
+  from practice_jax.config_base import model_config
+  return model_config("cnn", features=(8,), pools=("avg",), dense=(16,))
+
+
+def test_layout_split_and_cache(tmp_path):
+  root = colour_folder(tmp_path / "colours")
+  (tmp_path / "colours" / ".DS_Store").write_text("hidden files are not images")
+  cfg = data.data_config("image_folder", path=root, image_size=16,
+                         cache_dir=str(tmp_path / "cache"))
+  names, parts, cached = folders.load(cfg)
+  assert names == ["blue", "green", "red"] and not cached
+  assert parts["train"]["image"].shape == (36, 16, 16, 3)
+  assert folders.load(cfg)[2]                      # the second load reads the cache
+  names, parts = folders.load_splits(cfg)
+  sizes = {k: len(v["label"]) for k, v in parts.items()}
+  assert sizes == {"train": 30, "validation": 3, "test": 3}    # 10% of 12 per class: 1
+  assert sorted(parts["test"]["label"].tolist()) == [0, 1, 2]   # stratified
+  # Any changed byte makes a new cache entry.
+  draw(os.path.join(root, "red", "000.jpg"), (0, 0, 0), seed=7)
+  assert not folders.load(cfg)[2]
+
+
+def test_given_split_folders_are_used(tmp_path):
+  root = colour_folder(tmp_path / "f", per_class=6, split="train")
+  colour_folder(tmp_path / "f", per_class=2, split="test")
+  cfg = data.data_config("image_folder", path=root, image_size=8, channels=1,
+                         cache_dir=str(tmp_path / "cache"), validation_fraction=0.5)
+  names, parts = folders.load_splits(cfg)
+  assert {k: len(v["label"]) for k, v in parts.items()} == {
+      "train": 9, "validation": 9, "test": 6}
+  assert parts["test"]["image"].shape[1:] == (8, 8, 1)
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda r: (r / "a").mkdir(parents=True), "has only one class folder (a)"),
+    (lambda r: r.mkdir(), "has no class sub-folders"),
+    (lambda r: [(r / "a").mkdir(parents=True), (r / "b").mkdir()], "class folder"),
+    (lambda r: [colour_folder(r, 1), (r / "red" / "notes.txt").write_text("hi")],
+     "notes.txt is not a readable image"),
+])
+def test_bad_folders_are_refused_in_one_sentence(tmp_path, make, expected):
+  root = tmp_path / "images"
+  make(root)
+  cfg = data.data_config("image_folder", path=str(root), cache_dir=str(tmp_path / "cache"))
+  with pytest.raises(UserError) as e:
+    folders.load_splits(cfg)
+  assert expected in str(e.value)
+  assert not (tmp_path / "cache").exists()
+
+
+def test_bad_folder_at_the_command_line_writes_nothing(tmp_path):
+  root = colour_folder(tmp_path / "images", per_class=1)
+  (tmp_path / "images" / "blue" / "broken.png").write_bytes(b"not a png")
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "practice_jax.main", "--compilation_cache=",
+       f"--config=configs/image_folder.py:{root}", f"--workdir={workdir}",
+       f"--config.data.cache_dir={tmp_path / 'cache'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "broken.png is not a readable image" in last
+  assert not workdir.exists() and not (tmp_path / "cache").exists()
+
+
+def test_train_on_a_folder_and_predict_new_images(tmp_path):
+  root = colour_folder(tmp_path / "colours")
+  config = folder_config(root, tmp_path)
+  validate(config, 1)
+  workdir = str(tmp_path / "run")
+  record = train.train_and_evaluate(config, workdir)
+  assert record["final"]["test"]["accuracy"] == 1.0
+  exp, _, _, _ = train.load_trained(workdir)
+  assert exp.task.class_names == ["blue", "green", "red"]
+  draw(str(tmp_path / "new" / "big_green.png"), COLOURS["green"], size=(50, 40), seed=9)
+  result = subprocess.run(
+      [sys.executable, "-m", "practice_jax.predict", f"--workdir={workdir}",
+       str(tmp_path / "new" / "big_green.png")],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert "[resized from 50x40]: green" in result.stdout
+
+
+def test_resnet_imagenet_stem():
+  model = models.build("resnet", 5, stage_sizes=(1,), width=8, stem="imagenet")
+  x = jnp.zeros((1, 64, 64, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  assert model.apply(variables, x).shape == (1, 5)
+  assert variables["params"]["Conv_0"]["kernel"].shape == (7, 7, 3, 8)
+  problem = models.check(ml_collections.ConfigDict({"name": "resnet", "stem": "vgg"}))
+  assert "must be one of cifar, imagenet" in problem
