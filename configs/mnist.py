@@ -20,4 +20,5 @@ def get_config():
   config.schedule.warmup_epochs = 0.5
   config.batch_size = 128
   config.num_epochs = 5.0
+  config.target = "validation/accuracy>=0.99"
   return config

@@ -65,6 +65,9 @@ def base_config(task: str = "classification", data: str = "mnist", model: str = 
   # Which checkpoint the final metrics and reports use: "last", or "best" (the best value
   # of early_stopping.metric, kept in <workdir>/best_checkpoint).
   c.evaluate_checkpoint = "last"
+  # What counts as success, e.g. 'validation/accuracy>=0.99' (several: comma-separated);
+  # the ledger records whether and when a run met it ('' = none). See ledger.py.
+  c.target = ""
 
   c.batch_size = 128                     # global batch, split over all devices
   c.num_epochs = 10.0

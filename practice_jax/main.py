@@ -47,6 +47,10 @@ _CONFIG_CHANGE = flags.DEFINE_enum(
     "config_change", "refuse", ["refuse", "continue", "restart"],
     "When the workdir holds a run of a different config: refuse (default), continue from "
     "its checkpoint with the new config, or restart (delete that run's results first).")
+_NOTE = flags.DEFINE_string("note", "", "What this attempt tries; kept in the ledger.")
+_LEDGER = flags.DEFINE_string(
+    "ledger", None, "The ledger database (default: ledger.sqlite beside the workdir; '' = "
+    "do not record). See python -m practice_jax.practice.")
 
 
 def _fail(message: str) -> None:
@@ -159,7 +163,7 @@ def main(argv: list[str]) -> int:
   # (JAX's preemption service, started above, would take SIGTERM and only set a flag).
   signals.install()
 
-  from practice_jax import train
+  from practice_jax import ledger, train
   from practice_jax.validation import validate
   if _COMPILATION_CACHE.value:
     # A second run of the same config reuses compiled steps instead of recompiling.
@@ -167,12 +171,17 @@ def main(argv: list[str]) -> int:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   try:
     validate(_CONFIG.value, jax.device_count())  # before TensorFlow, data or compiling
+    if problem := ledger.check_target(_CONFIG.value):
+      raise UserError(problem)
     train.train_and_evaluate(_CONFIG.value, workdir, _CONFIG_CHANGE.value)
   except UserError as e:
+    if isinstance(e, train.TrainingDiverged):   # a diverged attempt is practice too
+      ledger.record_workdir(workdir, config_path, _NOTE.value, _LEDGER.value, "diverged")
     _fail(str(e))
   except train.Preempted as e:
     print(str(e), file=sys.stderr)
     return e.exit_code
+  ledger.record_workdir(workdir, config_path, _NOTE.value, _LEDGER.value)
   return 0
 
 

@@ -26,7 +26,8 @@ LAST, BEST = "checkpoints", "best_checkpoint"
 # Keys that say what is kept and shown, not what is trained, may change too.
 _PORTABLE_KEYS = ("data.data_dir", "data.manual_dir", "data.stream_threads",
                   "data.stream_prefetch", "parallel.mode", "parallel.mesh_shape",
-                  "parallel.fsdp_min_size", "keep_checkpoints", "plots")
+                  "parallel.fsdp_min_size", "keep_checkpoints", "plots",
+                  "data.cache_dir", "data.decode_threads", "target")
 # What a run writes in its workdir besides the tasks' own files (their OUTPUTS).
 _RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
                 records.RUN_FILE, "learning_curves.png")
