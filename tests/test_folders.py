@@ -71,7 +71,7 @@ def test_layout_split_and_cache(tmp_path):
   assert names == ["blue", "green", "red"] and not cached
   assert parts["train"]["image"].shape == (36, 16, 16, 3)
   assert folders.load(cfg)[2]                      # the second load reads the cache
-  names, parts = folders.load_splits(cfg)
+  names, parts = folders.read_splits(cfg)
   sizes = {k: len(v["label"]) for k, v in parts.items()}
   assert sizes == {"train": 30, "validation": 3, "test": 3}    # 10% of 12 per class: 1
   assert sorted(parts["test"]["label"].tolist()) == [0, 1, 2]   # stratified
@@ -85,7 +85,7 @@ def test_given_split_folders_are_used(tmp_path):
   colour_folder(tmp_path / "f", per_class=2, split="test")
   cfg = data.data_config("image_folder", path=root, image_size=8, channels=1,
                          cache_dir=str(tmp_path / "cache"), validation_fraction=0.5)
-  names, parts = folders.load_splits(cfg)
+  names, parts = folders.read_splits(cfg)
   assert {k: len(v["label"]) for k, v in parts.items()} == {
       "train": 9, "validation": 9, "test": 6}
   assert parts["test"]["image"].shape[1:] == (8, 8, 1)
@@ -103,7 +103,7 @@ def test_bad_folders_are_refused_in_one_sentence(tmp_path, make, expected):
   make(root)
   cfg = data.data_config("image_folder", path=str(root), cache_dir=str(tmp_path / "cache"))
   with pytest.raises(UserError) as e:
-    folders.load_splits(cfg)
+    folders.read_splits(cfg)
   assert expected in str(e.value)
   assert not (tmp_path / "cache").exists()
 
@@ -139,6 +139,24 @@ def test_train_on_a_folder_and_predict_new_images(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert "[resized from 50x40]: green" in result.stdout
+
+
+def test_a_folder_streams_from_its_cache_with_exact_resume(tmp_path):
+  import chex
+  from conftest import checkpointed_state, killed_copy
+  from practice_jax.data.streaming import StreamingSource
+  root = colour_folder(tmp_path / "colours")
+  config = folder_config(root, tmp_path, in_memory=False)
+  config.num_epochs = 2.0
+  config.checkpoint_every_steps = 1
+  config.keep_checkpoints = 20
+  assert isinstance(train.build(config).source, StreamingSource)
+  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+  killed_copy(tmp_path / "full", tmp_path / "resumed", after_step=2)   # mid-epoch
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed["final"] == full["final"]
+  chex.assert_trees_all_equal(checkpointed_state(config, tmp_path / "full"),
+                              checkpointed_state(config, tmp_path / "resumed"))
 
 
 def test_resnet_imagenet_stem():

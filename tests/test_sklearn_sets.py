@@ -20,7 +20,7 @@ def test_written_sets_load_as_folders_and_tables(tmp_path):
   assert sklearn_sets.write_tables(out) == {"breast_cancer": 569, "wine": 178, "diabetes": 442}
   cfg = data.data_config("image_folder", path=os.path.join(out, "digits"), image_size=8,
                          channels=1, validation_fraction=0.0, cache_dir=str(tmp_path / "c"))
-  names, parts = folders.load_splits(cfg)
+  names, parts = folders.read_splits(cfg)
   assert names == [str(d) for d in range(10)]
   assert len(parts["train"]["label"]) + len(parts["test"]["label"]) == 1797
   assert len(parts["test"]["label"]) == 359                  # 20% of each digit, rounded

@@ -19,11 +19,13 @@ resize (``predict`` does the same to new images). Normalisation: the training im
 channel statistics (``normalization='dataset'``) or ImageNet's (``'imagenet'``, for
 models meant to take ImageNet-normalised input).
 
-Decoding is done once: the decoded arrays are cached in ``cache_dir`` (default
-``~/.cache/practice_jax/folders``) under a fingerprint of every file's path and bytes
-and of the settings above, so a second run, or a run with another seed or model, loads
+Decoding is done once, straight into ``.npy`` files in ``cache_dir`` (default
+``~/.cache/practice_jax/folders``) named by a fingerprint of every file's path and bytes
+and of the settings above, so a second run, or a run with another seed or model, maps
 them in a fraction of a second; any changed, added or removed file makes a new cache
-entry. TFDS's ``ImageFolder`` is not used: it needs the split layout, decodes every
+entry. The training images then live on the devices, or, with ``in_memory=False`` or when
+they exceed a quarter of the machine's memory, stream from the memory-mapped cache
+through grain (data/streaming.py) with the same exact resume. TFDS's ``ImageFolder`` is not used: it needs the split layout, decodes every
 image through TensorFlow on every run, and does not resize images of different sizes to
 one, which batching needs.
 """
@@ -34,7 +36,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import sys
+import shutil
 
 import ml_collections
 import numpy as np
@@ -49,7 +51,8 @@ SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val"), "test
 NOT_IMAGES = frozenset({"thumbs.db", "desktop.ini"})
 NORMALIZATIONS = ("dataset", "imagenet")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+STREAM_ABOVE = 0.25      # stream when the training images exceed this part of the memory
 
 
 def _config(name: str) -> ml_collections.ConfigDict:
@@ -65,6 +68,11 @@ def _config(name: str) -> ml_collections.ConfigDict:
   c.split_seed = 0
   c.cache_dir = ml_collections.config_dict.placeholder(str)   # None: ~/.cache/practice_jax/folders
   c.decode_threads = 8
+  # True: the training images live on the devices (fast), unless they exceed a quarter of
+  # the machine's memory; False: streamed from the memory-mapped cache through grain.
+  c.in_memory = True
+  c.stream_threads = 4
+  c.stream_prefetch = 8
   return c
 
 
@@ -83,8 +91,9 @@ def _check(cfg: ml_collections.ConfigDict) -> str | None:
             f"{', '.join(NORMALIZATIONS)}.")
   if cfg.normalization == "imagenet" and cfg.channels != 3:
     return "config.data.normalization='imagenet' needs channels=3 (RGB)."
-  if cfg.decode_threads < 1:
-    return f"config.data.decode_threads={cfg.decode_threads} must be at least 1."
+  if min(cfg.decode_threads, cfg.stream_threads, cfg.stream_prefetch) < 1:
+    return ("config.data.decode_threads, stream_threads and stream_prefetch must be at "
+            "least 1.")
   return splits.check_fractions(cfg)
 
 
@@ -180,82 +189,112 @@ def _decode(path: str, size: int, channels: int) -> np.ndarray:
   return image
 
 
-def _decode_all(files: list[str], cfg) -> np.ndarray:
-  out = np.zeros((len(files), cfg.image_size, cfg.image_size, cfg.channels), np.uint8)
-  if not files:
-    return out
-  step = max(1, len(files) // 20)
+def _decode_into(out: np.ndarray, files: list[str], cfg, done: int, total: int) -> int:
+  """Decodes `files` into `out` (a memory-mapped array) with reader threads."""
+  step = max(1, total // 20)
   with concurrent.futures.ThreadPoolExecutor(cfg.decode_threads) as pool:
     for i, image in enumerate(pool.map(
         lambda f: _decode(f, cfg.image_size, cfg.channels), files)):
       out[i] = image
-      if len(files) >= 2000 and (i + 1) % step == 0:
-        print(f"\r  decoded {i + 1}/{len(files)} images", end="", flush=True)
-  if len(files) >= 2000:
-    print()
-  return out
+      done += 1
+      if total >= 2000 and done % step == 0:
+        print(f"\r  decoded {done}/{total} images", end="", flush=True)
+  return done
 
 
 def _cache_path(cfg, key: str) -> str:
   root = os.path.expanduser(cfg.cache_dir or "~/.cache/practice_jax/folders")
   name = os.path.basename(os.path.normpath(os.path.abspath(cfg.path))) or "folder"
-  return os.path.join(root, f"{name}-{key}.npz")
+  return os.path.join(root, f"{name}-{key}")
+
+
+def _open(cache: str, split_names) -> dict[str, dict[str, np.ndarray]]:
+  """The cached splits, memory-mapped (nothing is read until used)."""
+  return {s: {k: np.load(os.path.join(cache, f"{s}_{k}.npy"), mmap_mode="r")
+              for k in ("image", "label")} for s in split_names}
 
 
 def load(cfg) -> tuple[list[str], dict[str, dict[str, np.ndarray]], bool]:
-  """(class names, {split: {'image', 'label'}} as found on disk, whether the cache was
-  used). Splits not given as folders are not cut here."""
+  """(class names, {split: {'image', 'label'}} as found on disk, memory-mapped from the
+  cache, whether the cache was there already). Splits not given as folders are not cut
+  here. The images are decoded straight into the cache files, so a folder larger than
+  memory is decoded without holding it."""
   names, found = find_images(cfg.path)
   files = [f for part in found.values() for f, _ in part]
   cache = _cache_path(cfg, fingerprint(cfg, files))
-  if os.path.isfile(cache):
-    try:
-      with np.load(cache) as z:
-        arrays = {k: z[k] for k in z.files}
-      return names, {s: {"image": arrays[f"{s}_image"], "label": arrays[f"{s}_label"]}
-                     for s in found}, True
-    except (OSError, ValueError, KeyError):
-      pass                          # a damaged cache entry is rebuilt below
+  try:
+    return names, _open(cache, found), True
+  except (OSError, ValueError):
+    pass                          # absent (or damaged): decoded again below
   print(f"Decoding {len(files)} images of {cfg.path} (once; cached in "
         f"{os.path.dirname(cache)})...", flush=True)
-  parts = {s: {"image": _decode_all([f for f, _ in part], cfg),
-               "label": np.asarray([c for _, c in part], np.int32)}
-           for s, part in found.items()}
-  _write_cache(cache, parts)
-  return names, parts, False
-
-
-def _write_cache(path: str, parts: dict) -> None:
-  """Atomically; a cache that cannot be written only costs the next run the decoding."""
+  tmp = cache + f".tmp{os.getpid()}"
+  os.makedirs(tmp, exist_ok=True)
   try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + f".tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-      np.savez(f, **{f"{s}_{k}": v for s, part in parts.items() for k, v in part.items()})
-    os.replace(tmp, path)
-  except OSError as e:
-    print(f"warning: could not cache the decoded images in {path} ({e.strerror}); the "
-          f"next run decodes them again.", file=sys.stderr)
+    done = 0
+    for split, part in found.items():
+      shape = (len(part), cfg.image_size, cfg.image_size, cfg.channels)
+      images = np.lib.format.open_memmap(os.path.join(tmp, f"{split}_image.npy"), "w+",
+                                         np.uint8, shape)
+      done = _decode_into(images, [f for f, _ in part], cfg, done, len(files))
+      images.flush()
+      del images
+      np.save(os.path.join(tmp, f"{split}_label.npy"),
+              np.asarray([c for _, c in part], np.int32))
+    if len(files) >= 2000:
+      print()
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(tmp, cache)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)   # a refused image leaves nothing behind
+    if not os.listdir(os.path.dirname(tmp)):
+      os.rmdir(os.path.dirname(tmp))
+    raise
+  return names, _open(cache, found), False
 
 
-def _take(part: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-  return {k: v[idx] for k, v in part.items()}
-
-
-def load_splits(cfg) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
-  """(class names, {'train', 'validation', 'test'}) with missing parts cut from train."""
+def load_splits(cfg) -> tuple[list[str], dict[str, dict[str, np.ndarray]], dict]:
+  """(class names, the cached splits (memory-mapped), {'train', 'validation', 'test'}:
+  indices into them), with missing parts cut from train by the seeded split."""
   names, parts, _ = load(cfg)
+  index = {s: (s, np.arange(len(p["label"]))) for s, p in parts.items()}
   missing = [s for s in ("validation", "test") if s not in parts]
   if missing:
-    train = parts["train"]
+    labels = np.asarray(parts["train"]["label"])
     idx = splits.seeded_split(
-        train["label"], len(train["label"]),
-        cfg.validation_fraction if "validation" in missing else 0.0,
+        labels, len(labels), cfg.validation_fraction if "validation" in missing else 0.0,
         cfg.test_fraction if "test" in missing else 0.0, cfg.split_seed, what=cfg.path)
-    parts = {**parts, "train": _take(train, idx["train"])}
-    for s in missing:
-      parts[s] = _take(train, idx[s])
-  return names, parts
+    for s in ["train"] + missing:
+      index[s] = ("train", idx[s])
+  return names, parts, index
+
+
+def read_splits(cfg) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
+  """(class names, {'train', 'validation', 'test'} read into memory)."""
+  names, parts, index = load_splits(cfg)
+  return names, {s: {k: np.asarray(v[idx]) for k, v in parts[where].items()}
+                 for s, (where, idx) in index.items()}
+
+
+class _Examples:
+  """Rows `idx` of memory-mapped arrays, as a sequence of example dicts (for streaming)."""
+
+  def __init__(self, arrays: dict[str, np.ndarray], idx: np.ndarray):
+    self.arrays, self.idx = arrays, idx
+
+  def __len__(self) -> int:
+    return len(self.idx)
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    j = int(self.idx[i])
+    return {k: np.asarray(v[j]) for k, v in self.arrays.items()}
+
+
+def _memory_bytes() -> int:
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return 0
 
 
 def _info(names: list[str], image_shape, mean, std, normalization: str) -> dict:
@@ -264,17 +303,30 @@ def _info(names: list[str], image_shape, mean, std, normalization: str) -> dict:
           "normalization": normalization}
 
 
-def _build(cfg: ml_collections.ConfigDict, seed: int) -> ArraySource:
-  names, parts = load_splits(cfg)
-  train = parts["train"]
+def _build(cfg: ml_collections.ConfigDict, seed: int):
+  names, parts, index = load_splits(cfg)
+  where, train_idx = index["train"]
+  train_images = parts[where]["image"]
+  size = len(train_idx) * int(np.prod(train_images.shape[1:]))
+  stream = not cfg.in_memory or size > STREAM_ABOVE * _memory_bytes() > 0
+  if cfg.in_memory and stream:
+    print(f"The training images take {size / 2**30:.1f} GiB, over a quarter of this "
+          f"machine's memory: streaming them from the cache instead.", flush=True)
+  evals = {s: {k: np.asarray(v[idx]) for k, v in parts[w].items()}
+           for s, (w, idx) in index.items() if s != "train" and len(idx)}
   if cfg.normalization == "imagenet":
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-  else:
-    mean, std = channel_stats(train["image"])
+  else:            # the training images' statistics (of at most 10,000 when streaming)
+    sample = train_idx if not stream else train_idx[:10_000]
+    mean, std = channel_stats(np.asarray(train_images[np.sort(sample)]))
     std = np.where(std > 0, std, 1.0)
-  evals = {s: parts[s] for s in ("validation", "test") if len(parts[s]["label"])}
-  return ArraySource(train, evals, _info(names, train["image"].shape[1:], mean, std,
-                                         cfg.normalization), seed)
+  info = _info(names, train_images.shape[1:], mean, std, cfg.normalization)
+  if stream:
+    from practice_jax.data.streaming import StreamingSource
+    return StreamingSource(_Examples(parts[where], train_idx), evals, info, seed,
+                           cfg.stream_threads, cfg.stream_prefetch)
+  train = {k: np.asarray(v[train_idx]) for k, v in parts[where].items()}
+  return ArraySource(train, evals, info, seed)
 
 
 def _from_info(cfg: ml_collections.ConfigDict, info: dict) -> ArraySource:
