@@ -59,6 +59,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check(par.mode == "jit" or parallel.mesh_shape(mesh, num_devices)[1] == 1,
          "config.parallel.mode='pmap' replicates the state on every device; shard it with "
          "mode='jit' and mesh_shape=(-1, N), or set mesh_shape=(-1, 1).")
+  _check(par.mode == "jit" or data.kind(config.data.name) != "none",
+         f"config.parallel.mode='pmap' maps batches over the devices, and "
+         f"{config.task.name!r} makes its own data inside the step; use mode='jit' (the "
+         f"default).")
   _check(par.mode == "jit" or jax.process_count() == 1,
          "config.parallel.mode='pmap' runs in one process; use mode='jit' (the default) "
          "for multi-process runs.")

@@ -17,6 +17,7 @@ import dataclasses
 import flax.linen as nn
 
 from practice_jax.models import settings as settings_lib
+from practice_jax.models.actor_critic import ActorCritic
 from practice_jax.models.cnn import CNN
 from practice_jax.models.gpt import GPT
 from practice_jax.models.lenet import LeNet5
@@ -31,6 +32,7 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "rnn_lm": RNNLanguageModel,
     "gpt": GPT,
+    "actor_critic": ActorCritic,
 }
 
 # Settings that come from the data, not from config.model.

@@ -23,7 +23,8 @@ class Artifacts:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp" + os.path.splitext(path)[1]
     write(tmp)
-    os.replace(tmp, path)
+    if os.path.exists(tmp):          # a plot with nothing to draw writes nothing
+      os.replace(tmp, path)
 
   def text(self, name: str, content: str) -> None:
     def write(path):

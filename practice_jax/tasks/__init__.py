@@ -13,6 +13,7 @@ from practice_jax.models.settings import did_you_mean
 from practice_jax.tasks.base import Task
 from practice_jax.tasks.classification import ClassificationTask
 from practice_jax.tasks.language_model import LanguageModelTask
+from practice_jax.tasks.rl import PPOTask
 from practice_jax.tasks.tabular import RegressionTask, TableClassificationTask
 
 _REGISTRY: dict[str, type[Task]] = {}
@@ -26,6 +27,7 @@ def register(cls: type[Task]) -> type[Task]:
 
 register(ClassificationTask)
 register(LanguageModelTask)
+register(PPOTask)
 register(TableClassificationTask)
 register(RegressionTask)
 
