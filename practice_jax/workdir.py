@@ -49,6 +49,28 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
           if k not in _PORTABLE_KEYS and a.get(k) != b.get(k)]
 
 
+def _with_new_keys(old: dict, config: ml_collections.ConfigDict) -> dict:
+  """`old` (a stored config) with the keys added to practice_jax since it was written,
+  at their defaults: a new key's default keeps the behaviour from before it existed, so
+  a run made then resumes unless the new config sets the key otherwise."""
+  from practice_jax import config_base
+  try:
+    defaults = config_base.base_config(config.task.name, config.data.name,
+                                       config.model.name)
+  except (KeyError, ValueError):
+    return old
+  merged = _flatten(json.loads(defaults.to_json_best_effort()))
+  merged.update(_flatten(old))
+  out: dict = {}
+  for key, value in merged.items():
+    node = out
+    *parents, last = key.split(".")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = value
+  return out
+
+
 def check(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
           ) -> list[str]:
   """Refuses an unwritable workdir, and mixing two configs in one unless told what to do;
@@ -65,7 +87,8 @@ def check(workdir: str, config: ml_collections.ConfigDict, on_config_change: str
     return []
   with open(path, encoding="utf-8") as f:
     old = json.load(f)
-  differences = config_differences(old, json.loads(config.to_json_best_effort()))
+  differences = config_differences(_with_new_keys(old, config),
+                                   json.loads(config.to_json_best_effort()))
   if differences and on_config_change == "refuse":
     shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more"
                                           if len(differences) > 5 else "")

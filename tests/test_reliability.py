@@ -307,3 +307,20 @@ def test_ctrl_c_while_starting_up_stops_in_one_sentence_and_writes_nothing(tmp_p
   assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
   assert "Stopped by SIGINT while starting up: nothing was trained or written" in err
   assert not workdir.exists()
+
+
+def test_a_run_made_before_a_key_existed_resumes_but_a_changed_key_is_refused(tmp_path):
+  """New config keys default to the behaviour from before they existed, so a workdir
+  whose config.json lacks them is the same run; setting one otherwise is a change."""
+  import json
+
+  from practice_jax import workdir as workdir_lib
+  config = load_config("mnist")
+  stored = json.loads(config.to_json_best_effort())
+  del stored["task"]["augment"]["rotation_degrees"]       # written before rotation existed
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  assert workdir_lib.check(str(tmp_path), config, "refuse") == []
+  config.task.augment.rotation_degrees = 10.0
+  with pytest.raises(UserError, match=r"task.augment.rotation_degrees: 0.0 -> 10.0"):
+    workdir_lib.check(str(tmp_path), config, "refuse")
