@@ -25,6 +25,9 @@ def model_config(name: str, **settings) -> ml_collections.ConfigDict:
   """config.model for model `name`: every setting of the model with its default, so each
   can be overridden from the command line, updated with `settings`."""
   from practice_jax import models  # imports flax: only when a config asks for a model
+  from practice_jax.models import generative
+  if name in generative.DEFAULTS:   # the generative tasks' models (their own registry)
+    return generative.model_config(name, **settings)
   values = models.defaults(name)
   unknown = sorted(set(settings) - set(values))
   if unknown:

@@ -12,6 +12,7 @@ from practice_jax.models.settings import did_you_mean
 
 from practice_jax.tasks.base import Task
 from practice_jax.tasks.classification import ClassificationTask
+from practice_jax.tasks.generative import GANTask, VAETask
 from practice_jax.tasks.language_model import LanguageModelTask
 from practice_jax.tasks.rl import PPOTask
 from practice_jax.tasks.tabular import RegressionTask, TableClassificationTask
@@ -27,6 +28,8 @@ def register(cls: type[Task]) -> type[Task]:
 
 register(ClassificationTask)
 register(LanguageModelTask)
+register(VAETask)
+register(GANTask)
 register(PPOTask)
 register(TableClassificationTask)
 register(RegressionTask)
