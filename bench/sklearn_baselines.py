@@ -67,10 +67,10 @@ def sklearn_runs(data: str, name: str, seeds: list[int]) -> dict[str, tuple[floa
   if name == "diabetes":
     y, yt = y.astype(float), yt.astype(float)
     models = {"LinearRegression": lambda s: LinearRegression(),
-              "MLPRegressor(64)": lambda s: MLPRegressor((64,), max_iter=5000, random_state=s)}
+              "MLPRegressor(64)": lambda s: MLPRegressor(hidden_layer_sizes=(64,), max_iter=5000, random_state=s)}
   else:
     models = {"LogisticRegression": lambda s: LogisticRegression(max_iter=5000),
-              "MLPClassifier(64)": lambda s: MLPClassifier((64,), max_iter=2000, random_state=s)}
+              "MLPClassifier(64)": lambda s: MLPClassifier(hidden_layer_sizes=(64,), max_iter=2000, random_state=s)}
   out = {}
   for label, make in models.items():
     scores, times = [], []

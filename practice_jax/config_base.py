@@ -10,6 +10,8 @@ section before anything is loaded (validation.py).
 
 from __future__ import annotations
 
+import difflib
+
 import ml_collections
 
 # Keys that moved when each part took over its own section: old name -> new name.
@@ -19,6 +21,31 @@ MOVED_KEYS = {
     "augment": "task.augment",
     "sampling": "task.sampling",
 }
+
+
+def unknown_key(config, key: str) -> str:
+  """One sentence for an unknown --config.KEY: where the key moved, or the closest keys
+  at any level (a key given at the wrong level is found by its last part)."""
+  head = key.split(".")[0]
+  if head in MOVED_KEYS:
+    moved = MOVED_KEYS[head] + key[len(head):] if head != "task" else MOVED_KEYS[head]
+    return f"config.{key} has moved: use config.{moved}."
+
+  def paths(node, prefix=""):
+    for name in node.keys():
+      path = prefix + name
+      yield path
+      if hasattr(node[name], "keys"):
+        yield from paths(node[name], path + ".")
+  known = list(paths(config))
+  last = {p: p.rsplit(".", 1)[-1] for p in known}
+  matches = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+  matches += [p for p in known if p not in matches and last[p] in
+              difflib.get_close_matches(key.rsplit(".", 1)[-1], set(last.values()), n=1,
+                                        cutoff=0.75)]
+  hint = (f"did you mean {' or '.join('config.' + m for m in matches[:2])}?" if matches
+          else "see the config file and practice_jax/config_base.py for every key.")
+  return f"Unknown config key config.{key}: {hint}"
 
 
 def model_config(name: str, **settings) -> ml_collections.ConfigDict:

@@ -7,7 +7,6 @@ Flags: ``--config`` (an ml_collections config file; override any key with
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 import sys
@@ -16,6 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from practice_jax import quiet
+from practice_jax.config_base import unknown_key
 from practice_jax.errors import UserError
 
 
@@ -84,7 +84,7 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
     node, walked = config, []
     for part in key.split("."):
       if not hasattr(node, "keys") or part not in node:
-        return _unknown_key(config, key)
+        return unknown_key(config, key)
       node, walked = node[part], walked + [part]
     if hasattr(node, "keys"):
       from practice_jax.config_base import MOVED_KEYS
@@ -94,32 +94,6 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
     if f"--config.{key}" in str(error):
       return f"config.{key}={value!r} is not a valid {expected}."
   return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
-def _unknown_key(config, key: str) -> str:
-  """One sentence for an unknown --config.KEY: where the key moved, or the closest keys
-  at any level (a key given at the wrong level is found by its last part)."""
-  from practice_jax.config_base import MOVED_KEYS
-  head = key.split(".")[0]
-  if head in MOVED_KEYS:
-    moved = MOVED_KEYS[head] + key[len(head):] if head != "task" else MOVED_KEYS[head]
-    return f"config.{key} has moved: use config.{moved}."
-
-  def paths(node, prefix=""):
-    for name in node.keys():
-      path = prefix + name
-      yield path
-      if hasattr(node[name], "keys"):
-        yield from paths(node[name], path + ".")
-  known = list(paths(config))
-  last = {p: p.rsplit(".", 1)[-1] for p in known}
-  matches = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
-  matches += [p for p in known if p not in matches and last[p] in
-              difflib.get_close_matches(key.rsplit(".", 1)[-1], set(last.values()), n=1,
-                                        cutoff=0.75)]
-  hint = (f"did you mean {' or '.join('config.' + m for m in matches[:2])}?" if matches
-          else "see the config file and practice_jax/config_base.py for every key.")
-  return f"Unknown config key config.{key}: {hint}"
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -35,3 +35,17 @@ def test_written_sets_load_as_folders_and_tables(tmp_path):
                          target="number", validation_fraction=0.0, test_fraction=0.0)
   schema, split = tables.load(cfg)
   assert len(split["train"]) == 354 and schema["label_std"] > 0     # 80% of 442
+
+
+def test_the_configs_of_the_written_sets_are_valid(tmp_path):
+  from conftest import load_config
+  from practice_jax.validation import validate
+  sklearn_sets.write_tables(str(tmp_path))
+  for name in ("breast_cancer", "wine", "diabetes"):
+    config = load_config(name)
+    for key in ("path", "test_path"):
+      config.data[key] = config.data[key].replace("data/sklearn", str(tmp_path))
+    validate(config, 1)
+  config = load_config("digits")
+  config.data.path = str(tmp_path)        # any folder: validate does not read the images
+  validate(config, 1)

@@ -1,0 +1,453 @@
+"""Export a trained image classifier to run without this code base:
+
+    python -m practice_jax.export --workdir=runs/mnist --format=stablehlo
+    python -m practice_jax.export --workdir=runs/mnist --format=savedmodel,tflite,onnx --out=DIR
+
+Every artifact takes raw uint8 images, NHWC, of the model's size (MNIST: [batch, 28, 28,
+1], values 0-255) with any batch size, and returns the logits [batch, num_classes]
+(softmax gives the class probabilities): the run's preprocessing (its training set's
+channel statistics) is inside the exported function. The parameters are constants in it.
+
+- ``stablehlo``: ``model.stablehlo``, a ``jax.export`` serialized module with a symbolic
+  batch dimension, lowered for ``--platforms`` (default cpu, cuda and tpu) and for one
+  device, so it can be called on any device count (JAX partitions the batch when its
+  input is sharded). Reload it with ``jax.export.deserialize(open(f, 'rb').read()).call``.
+- ``savedmodel``: ``saved_model/``, a TensorFlow SavedModel made by ``jax2tf`` (its
+  ``serving_default`` signature takes ``images`` and returns ``logits``).
+- ``tflite``: ``model.tflite``, the SavedModel (lowered for CPU) converted by
+  ``tf.lite.TFLiteConverter`` (float32 weights, no quantisation).
+- ``onnx``: ``model.onnx``, the TF Lite model converted by ``tf2onnx`` (opset 17). tf2onnx
+  cannot read the SavedModel itself (jax2tf writes the model as one XlaCallModule op,
+  which it does not convert), and is not a dependency of the project: install it with
+  ``pip install -e '.[onnx]'`` (tf2onnx and onnxruntime; they resolve with the project's pins).
+
+Beside each artifact, ``ARTIFACT.json`` says what it takes and returns, the class names,
+and the parity check's result: unless ``--check=false``, each artifact is run in its own
+runtime (JAX, TensorFlow, the TF Lite interpreter, ONNX Runtime) on the run's test split
+(``--check_examples`` of it; 0: all) and compared with the JAX model: the top-1 class
+must agree on every example and the logits within ``--tolerance`` (absolute), else the
+command fails. ``--latency`` also times batch-1 calls in each runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from absl import app, flags, logging
+
+from practice_jax import quiet
+from practice_jax.errors import UserError
+
+FORMATS = ("stablehlo", "savedmodel", "tflite", "onnx")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")       # jax.export's names
+ARTIFACTS = {"stablehlo": "model.stablehlo", "savedmodel": "saved_model",
+             "tflite": "model.tflite", "onnx": "model.onnx"}
+RUNTIMES = {"stablehlo": "JAX (jax.export)", "savedmodel": "TensorFlow",
+            "tflite": "TF Lite interpreter", "onnx": "ONNX Runtime"}
+ONNX_OPSET = 17
+ONNX_MISSING = ("--format=onnx needs tf2onnx and onnxruntime, which are not installed: "
+                "pip install -e '.[onnx]' (they resolve with the project's pins).")
+
+# -- what is exported ------------------------------------------------------------------
+
+def check_classifier(exp, workdir: str) -> None:
+  """A UserError unless the run is an image classifier."""
+  if exp.config.task.name != "classification" or exp.config.data.name == "csv":
+    kind = "table" if exp.config.data.name == "csv" else exp.config.task.name
+    raise UserError(f"{workdir} holds a {kind} run; export takes image classifiers "
+                    f"(task 'classification' on images) only.")
+
+
+def logits_function(exp, state) -> Callable:
+  """uint8 images [batch, H, W, C] -> float32 logits, the parameters as constants."""
+  import jax
+  host_state = jax.device_get(state)
+  return lambda images: exp.task.logits(host_state, images)
+
+
+def metadata(exp, fmt: str, artifact: str, workdir: str, step: int) -> dict:
+  import jax
+  height, width, channels = exp.task.image_shape
+  return {
+      "format": fmt, "artifact": os.path.basename(artifact), "runtime": RUNTIMES[fmt],
+      "workdir": os.path.abspath(workdir), "step": int(step),
+      "dataset": exp.config.data.name, "model": exp.config.model.name,
+      "input": {"name": "images", "dtype": "uint8", "shape": [None, height, width, channels],
+                "layout": "NHWC", "range": [0, 255],
+                "preprocessing": "inside the artifact (the run's channel statistics)"},
+      "output": {"name": "logits", "dtype": "float32",
+                 "shape": [None, len(exp.task.class_names)],
+                 "note": "softmax over the last axis gives the class probabilities"},
+      "class_names": list(exp.task.class_names),
+      "jax_version": jax.__version__,
+  }
+
+
+# -- writing each format ---------------------------------------------------------------
+
+def export_stablehlo(fn: Callable, shape, path: str,
+                     platforms=("cpu", "cuda", "tpu")) -> None:
+  import jax
+  import jax.numpy as jnp
+  batch, = jax.export.symbolic_shape("batch")
+  exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
+      jax.ShapeDtypeStruct((batch,) + tuple(shape), jnp.uint8))
+  _write_bytes(path, exported.serialize())
+
+
+def export_savedmodel(fn: Callable, shape, path: str, platforms=("cpu",)) -> None:
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  height, width, channels = shape
+  converted = jax2tf.convert(fn, polymorphic_shapes=[f"(b, {height}, {width}, {channels})"],
+                             with_gradient=False,
+                             native_serialization_platforms=tuple(platforms))
+  module = tf.Module()
+  module.serve = tf.function(
+      lambda images: {"logits": converted(images)}, autograph=False,
+      input_signature=[tf.TensorSpec((None,) + tuple(shape), tf.uint8, name="images")])
+  tmp = path + ".tmp"
+  _remove(tmp)
+  tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+  _remove(path)
+  os.replace(tmp, path)
+
+
+def export_tflite(saved_model: str, path: str) -> None:
+  import tensorflow as tf
+  converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+  _write_bytes(path, converter.convert())
+
+
+def onnx_available() -> bool:
+  import importlib.util
+  return all(importlib.util.find_spec(m) is not None for m in ("tf2onnx", "onnxruntime"))
+
+
+def export_onnx(tflite: str, path: str) -> None:
+  if not onnx_available():
+    raise UserError(ONNX_MISSING)
+  import warnings
+
+  import tf2onnx
+  tmp = path + ".tmp"
+  with warnings.catch_warnings():          # its tf.lite.Interpreter's deprecation notice
+    warnings.simplefilter("ignore")
+    try:
+      tf2onnx.convert.from_tflite(tflite, opset=ONNX_OPSET, output_path=tmp)
+    except Exception as e:                 # tf2onnx says what it cannot convert
+      _remove(tmp)
+      message = str(e).removeprefix("make_sure failure: ").splitlines()[0]
+      message = message.split(". ")[0].rstrip(".")
+      raise UserError(f"tf2onnx {tf2onnx.__version__} cannot convert this model's TF Lite "
+                      f"ops to ONNX ({message}); the StableHLO, SavedModel and TF Lite "
+                      f"formats do not need it.") from None
+  os.replace(tmp, path)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def _remove(path: str) -> None:
+  import shutil
+  if os.path.isdir(path):
+    shutil.rmtree(path)
+  elif os.path.exists(path):
+    os.remove(path)
+
+
+def size_bytes(path: str) -> int:
+  if os.path.isdir(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+  return os.path.getsize(path)
+
+
+# -- running each format in its own runtime --------------------------------------------
+
+def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
+  """A function uint8 images -> logits (numpy) running the artifact at `path`."""
+  if fmt == "stablehlo":
+    import jax
+    with open(path, "rb") as f:
+      exported = jax.export.deserialize(bytearray(f.read()))
+    call = jax.jit(exported.call)
+    return lambda images: np.asarray(call(images))
+  if fmt == "savedmodel":
+    import tensorflow as tf
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    return lambda images: serve(images=tf.constant(images))["logits"].numpy()
+  if fmt == "tflite":
+    return _tflite_runner(path)
+  if fmt == "onnx":
+    if not onnx_available():
+      raise UserError(ONNX_MISSING)
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
+  raise ValueError(fmt)
+
+
+def _tflite_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
+  import warnings
+
+  import tensorflow as tf
+  with warnings.catch_warnings():          # tf.lite.Interpreter's deprecation notice
+    warnings.simplefilter("ignore")
+    interpreter = tf.lite.Interpreter(model_path=path)
+  source = interpreter.get_input_details()[0]["index"]
+  sink = interpreter.get_output_details()[0]["index"]
+  allocated = [None]
+
+  def run(images: np.ndarray) -> np.ndarray:
+    if allocated[0] != images.shape:      # resize only when the batch size changes
+      interpreter.resize_tensor_input(source, images.shape)
+      interpreter.allocate_tensors()
+      allocated[0] = images.shape
+    interpreter.set_tensor(source, images)
+    interpreter.invoke()
+    return interpreter.get_tensor(sink).copy()
+  return run
+
+
+def sharded_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
+  """The StableHLO artifact called with its batch split over every local device (the
+  batch is padded to a multiple of the device count)."""
+  import jax
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+  with open(path, "rb") as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  devices = jax.devices()
+  sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+  call = jax.jit(exported.call, in_shardings=sharding, out_shardings=sharding)
+
+  def run(images: np.ndarray) -> np.ndarray:
+    n = len(images)
+    padded = np.concatenate([images, np.zeros((-n % len(devices),) + images.shape[1:],
+                                              images.dtype)])
+    return np.asarray(call(jax.device_put(padded, sharding)))[:n]
+  return run
+
+
+def batched(run: Callable, images: np.ndarray, batch: int = 500) -> np.ndarray:
+  return np.concatenate([run(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def parity(reference: np.ndarray, logits: np.ndarray, tolerance: float) -> dict:
+  """How an artifact's logits compare with the JAX model's on the same images."""
+  same = reference.argmax(-1) == logits.argmax(-1)
+  diff = float(np.abs(reference - logits).max())
+  return {"examples": int(len(reference)), "top1_agreement": float(same.mean()),
+          "top1_disagreements": int((~same).sum()), "max_abs_logit_diff": diff,
+          "tolerance": tolerance, "passed": bool(same.all() and diff <= tolerance)}
+
+
+def latency_ms(run: Callable, images: np.ndarray, calls: int) -> float:
+  """Median wall time of a batch-1 call, in milliseconds (after two warm-up calls)."""
+  for i in range(2):
+    run(images[i:i + 1])
+  times = []
+  for i in range(calls):
+    x = images[i % len(images)][None]
+    start = time.perf_counter()
+    run(x)
+    times.append(time.perf_counter() - start)
+  return 1e3 * float(np.median(times))
+
+
+# -- the command -----------------------------------------------------------------------
+
+def export(exp, state, formats, out: str, workdir: str, step: int,
+           platforms=("cpu", "cuda", "tpu")) -> dict[str, str]:
+  """Writes each format's artifact (and its JSON) in `out`; {format: artifact path}."""
+  fn = logits_function(exp, state)
+  shape = tuple(exp.task.image_shape)
+  os.makedirs(out, exist_ok=True)
+  paths = {fmt: os.path.join(out, ARTIFACTS[fmt]) for fmt in formats}
+  # TF Lite is converted from a SavedModel lowered for CPU alone (the converter takes one
+  # platform), ONNX from the TF Lite model; what was not asked for is written in scratch
+  # paths and removed.
+  scratch_saved_model = os.path.join(out, ".saved_model_for_tflite")
+  tflite = paths.get("tflite") or os.path.join(out, ".model_for_onnx.tflite")
+  made_tflite = False
+  try:
+    for fmt in formats:
+      start = time.perf_counter()
+      meta = metadata(exp, fmt, paths[fmt], workdir, step)
+      if fmt == "stablehlo":
+        export_stablehlo(fn, shape, paths[fmt], platforms)
+        meta["platforms"] = list(platforms)
+      elif fmt == "savedmodel":
+        export_savedmodel(fn, shape, paths[fmt], platforms)
+        meta["platforms"] = list(platforms)
+      if fmt in ("tflite", "onnx") and not made_tflite:
+        export_savedmodel(fn, shape, scratch_saved_model, ("cpu",))
+        export_tflite(scratch_saved_model, tflite)
+        made_tflite = True
+      if fmt == "onnx":
+        export_onnx(tflite, paths[fmt])
+      meta["size_bytes"] = size_bytes(paths[fmt])
+      meta["export_seconds"] = round(time.perf_counter() - start, 2)
+      write_metadata(paths[fmt], meta)
+  finally:
+    for scratch in (scratch_saved_model, os.path.join(out, ".model_for_onnx.tflite")):
+      _remove(scratch)
+  return paths
+
+
+def metadata_path(artifact: str) -> str:
+  return artifact.rstrip(os.sep) + ".json"
+
+
+def write_metadata(artifact: str, meta: dict) -> None:
+  tmp = metadata_path(artifact) + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(meta, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, metadata_path(artifact))
+
+
+def check(exp, state, paths: dict[str, str], images: np.ndarray, tolerance: float,
+          latency_calls: int = 0) -> dict[str, dict]:
+  """Each artifact's parity with the JAX model on `images` (also written into its
+  JSON), and with `latency_calls`, batch-1 latencies; {format: result}."""
+  import jax
+  fn = jax.jit(logits_function(exp, state))
+  reference = batched(lambda x: np.asarray(fn(x)), images)
+  results = {}
+  for fmt, path in paths.items():
+    run = runner(fmt, path)
+    result = parity(reference, batched(run, images), tolerance)
+    if fmt == "stablehlo" and jax.device_count() > 1:
+      sharded = parity(reference, batched(sharded_runner(path), images), tolerance)
+      result["devices"] = jax.device_count()
+      result["passed_sharded"] = sharded["passed"]
+      result["passed"] = result["passed"] and sharded["passed"]
+    if latency_calls:
+      result["latency_ms_batch1"] = latency_ms(run, images, latency_calls)
+    results[fmt] = result
+    with open(metadata_path(path)) as f:
+      meta = json.load(f)
+    meta["parity"] = {k: v for k, v in result.items() if k != "latency_ms_batch1"}
+    write_metadata(path, meta)
+  if latency_calls:
+    results["jax"] = {"latency_ms_batch1": latency_ms(lambda x: np.asarray(fn(x)), images,
+                                                      latency_calls)}
+  return results
+
+
+def test_images(exp, limit: int = 0) -> np.ndarray:
+  """The run's test split (or its validation split if it has none), as uint8 images."""
+  splits = exp.source.eval_splits
+  split = splits.get("test") or splits.get("validation")
+  if split is None:
+    raise UserError("The run's data has no test or validation split to check the export "
+                    "on; pass --check=false to export without checking.")
+  images = np.asarray(split["image"])
+  if images.dtype != np.uint8:
+    raise UserError(f"The run's test images are {images.dtype}, not uint8; pass "
+                    f"--check=false to export without checking.")
+  return images[:limit] if limit else images
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when it runs, so importing this module defines
+  none and it can share a process with the other commands' modules)."""
+  flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
+  flags.DEFINE_list("format", ["stablehlo"],
+                    f"One or more (comma-separated) of {', '.join(FORMATS)}.")
+  flags.DEFINE_string("out", None, "Folder for the artifacts (default WORKDIR/export).")
+  flags.DEFINE_enum("checkpoint", None, ["best", "last"],
+                    "Which checkpoint (default: the one the run used).")
+  flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"],
+                    "Platforms the StableHLO artifact and the SavedModel are lowered for.")
+  flags.DEFINE_bool("check", True, "Check each artifact against the JAX model on the "
+                    "run's test split.")
+  flags.DEFINE_integer("check_examples", 0, "How many test examples the check uses "
+                       "(0: all).", lower_bound=0)
+  flags.DEFINE_float("tolerance", 1e-3, "Largest absolute logit difference the check "
+                     "accepts.", lower_bound=0.0)
+  flags.DEFINE_integer("latency", 0, "Time this many batch-1 calls in each runtime "
+                       "(0: none).", lower_bound=0)
+
+
+def parse_formats(values) -> list[str]:
+  """--format's list, checked."""
+  formats = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+  unknown = [f for f in formats if f not in FORMATS]
+  if unknown or not formats:
+    raise UserError(f"--format={','.join(values)}: choose one or more of "
+                    f"{', '.join(FORMATS)}.")
+  return formats
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    print(f"error: unexpected arguments {argv[1:]}; see --help.", file=sys.stderr)
+    return 2
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  from practice_jax import train
+  FLAGS = flags.FLAGS
+  workdir = FLAGS.workdir
+  try:
+    formats = parse_formats(FLAGS.format)
+    if "onnx" in formats and not onnx_available():
+      raise UserError(ONNX_MISSING)
+    platforms = tuple(dict.fromkeys(FLAGS.platforms))
+    if not platforms or set(platforms) - set(PLATFORMS):
+      raise UserError(f"--platforms={','.join(FLAGS.platforms)}: choose from "
+                      f"{', '.join(PLATFORMS)}.")
+    if FLAGS.check and "cpu" not in platforms:
+      raise UserError("The check runs the artifacts on this machine's CPU; add cpu to "
+                      "--platforms or pass --check=false.")
+    exp, state, step, which = train.load_trained(workdir, FLAGS.checkpoint,
+                                                 with_data=FLAGS.check)
+    check_classifier(exp, workdir)
+    images = test_images(exp, FLAGS.check_examples) if FLAGS.check else None
+    out = FLAGS.out or os.path.join(workdir, "export")
+    paths = export(exp, state, formats, out, workdir, step, platforms)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for fmt, path in paths.items():
+    print(f"{fmt}: {path} ({size_bytes(path) / 1e6:.2f} MB), metadata in "
+          f"{metadata_path(path)}")
+  if images is None:
+    return 0
+  results = check(exp, state, paths, images, FLAGS.tolerance, FLAGS.latency)
+  failed = []
+  for fmt in paths:
+    r = results[fmt]
+    line = (f"{fmt} in {RUNTIMES[fmt]}: top-1 agrees on {r['examples'] - r['top1_disagreements']}"
+            f"/{r['examples']} test images, max |logit difference| "
+            f"{r['max_abs_logit_diff']:.2e} (tolerance {r['tolerance']:g})")
+    if "devices" in r:
+      line += f", also sharded over {r['devices']} devices"
+    if "latency_ms_batch1" in r:
+      line += f", batch-1 latency {r['latency_ms_batch1']:.3f} ms"
+    print(line + (": ok" if r["passed"] else ": FAILED"))
+    if not r["passed"]:
+      failed.append(fmt)
+  if "jax" in results:
+    print(f"JAX model (jit): batch-1 latency {results['jax']['latency_ms_batch1']:.3f} ms")
+  if failed:
+    print(f"error: {', '.join(failed)} differ from the JAX model beyond the tolerance "
+          f"(see above).", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
+  define_flags()
+  app.run(main)

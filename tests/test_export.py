@@ -1,0 +1,167 @@
+"""Export (practice_jax/export.py): each format, run in its own runtime, agrees with the
+JAX model on real MNIST test images (same top-1 on every example, logits within a
+tolerance); the StableHLO artifact reloads and runs with its batch sharded over several
+devices; the command exports, writes each artifact's metadata and refuses bad formats."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import REPO, load_config
+from practice_jax import export, train
+from practice_jax.data import tfds_source
+from practice_jax.errors import UserError
+
+TOLERANCE = 1e-3      # absolute, on logits
+
+
+def real_mnist_test_images(mnist_files, n: int) -> np.ndarray:
+  """The first `n` real MNIST test images, uint8 [n, 28, 28, 1], read from the original
+  file (much faster than through TFDS)."""
+  with gzip.open(mnist_files / "t10k-images-idx3-ubyte.gz", "rb") as f:
+    data = f.read(16 + n * 28 * 28)
+  return np.frombuffer(data, np.uint8, offset=16).reshape(n, 28, 28, 1)
+
+
+def tiny_mnist_run(workdir: str, tfds_dir: str) -> str:
+  """An MLP (784-32-10) trained for a few steps on mock MNIST (random images, 64 per
+  split, as the `mock_tfds` fixture makes): a trained run's workdir in seconds."""
+  config = load_config("mnist_mlp")
+  config.model.hidden = (32,)
+  config.model.dropout = 0.0
+  config.batch_size = 16
+  config.eval_batch_size = 64
+  config.data.validation_size = 16
+  config.num_epochs = 1.0
+  config.schedule.warmup_epochs = 0.0
+  config.plots = False
+  config.target = ""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tfds_source, "_hosts_reachable", lambda urls: True)
+    patch.setenv("TFDS_DATA_DIR", tfds_dir)
+    with tfds.testing.mock_data(num_examples=64):
+      train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+_RUNS: dict[str, str] = {}
+
+
+def shared_run(tmp_path_factory) -> str:
+  """One tiny trained run per test session, shared by test_export and test_serve."""
+  base = str(tmp_path_factory.getbasetemp())
+  if base not in _RUNS:
+    _RUNS[base] = tiny_mnist_run(str(tmp_path_factory.mktemp("run")),
+                                 str(tmp_path_factory.mktemp("tfds")))
+  return _RUNS[base]
+
+
+@pytest.fixture(scope="module")
+def real_images(mnist_files):
+  return real_mnist_test_images(mnist_files, 300)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  return shared_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+  exp, state, step, _ = train.load_trained(run)
+  return exp, state, step
+
+
+def test_every_format_agrees_with_the_jax_model_on_real_mnist(loaded, real_images, tmp_path):
+  exp, state, step = loaded
+  formats = ["stablehlo", "savedmodel", "tflite"] + (["onnx"] if export.onnx_available()
+                                                     else [])
+  paths = export.export(exp, state, formats, str(tmp_path), "run", step)
+  results = export.check(exp, state, paths, real_images, TOLERANCE)
+  for fmt in formats:
+    r = results[fmt]
+    assert r["examples"] == len(real_images) and r["top1_agreement"] == 1.0, (fmt, r)
+    assert r["max_abs_logit_diff"] <= TOLERANCE and r["passed"], (fmt, r)
+    meta = json.loads((tmp_path / (export.ARTIFACTS[fmt] + ".json")).read_text())
+    assert meta["input"]["shape"] == [None, 28, 28, 1] and meta["input"]["dtype"] == "uint8"
+    assert meta["output"]["shape"] == [None, 10]
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["parity"]["passed"] and meta["size_bytes"] > 0
+  assert sorted(os.listdir(tmp_path)) == sorted(   # no scratch files left
+      [export.ARTIFACTS[f] for f in formats] + [export.ARTIFACTS[f] + ".json" for f in formats])
+  # The artifacts take any batch size, one image included.
+  for fmt in formats:
+    one = export.runner(fmt, paths[fmt])(real_images[:1])
+    assert one.shape == (1, 10)
+
+
+def test_parity_catches_a_different_model():
+  reference = np.array([[1.0, 0.0], [0.0, 1.0]])
+  assert export.parity(reference, reference + 1e-4, TOLERANCE)["passed"]
+  flipped = export.parity(reference, reference[:, ::-1], TOLERANCE)
+  assert not flipped["passed"] and flipped["top1_disagreements"] == 2
+  assert not export.parity(reference, reference + 0.01, TOLERANCE)["passed"]
+
+
+def test_stablehlo_reloads_and_runs_sharded_over_four_devices(loaded, real_images, tmp_path):
+  exp, state, step = loaded
+  paths = export.export(exp, state, ["stablehlo"], str(tmp_path), "run", step)
+  images = real_images[:50]               # not a multiple of 4: the runner pads
+  np.save(tmp_path / "images.npy", images)
+  reference = export.batched(export.runner("stablehlo", paths["stablehlo"]), images)
+  script = textwrap.dedent(f"""
+      import jax, numpy as np
+      from practice_jax import export
+      assert jax.device_count() == 4, jax.devices()
+      images = np.load({str(tmp_path / 'images.npy')!r})
+      np.save({str(tmp_path / 'sharded.npy')!r},
+              export.sharded_runner({paths['stablehlo']!r})(images))
+      """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  sharded = np.load(tmp_path / "sharded.npy")
+  assert sharded.shape == (50, 10)
+  np.testing.assert_allclose(sharded, reference, atol=TOLERANCE)
+  assert (sharded.argmax(-1) == reference.argmax(-1)).all()
+
+
+def test_the_command_exports_with_metadata(run, tmp_path):
+  out = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, "-m", "practice_jax.export", f"--workdir={run}", f"--out={out}",
+       "--format=stablehlo", "--check=false"],
+      cwd=REPO, capture_output=True, text=True, timeout=180)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f"stablehlo: {out / 'model.stablehlo'}" in result.stdout
+  meta = json.loads((out / "model.stablehlo.json").read_text())
+  assert meta["format"] == "stablehlo" and meta["platforms"] == ["cpu", "cuda", "tpu"]
+  assert meta["workdir"] == os.path.abspath(run) and "parity" not in meta
+
+
+def test_bad_formats_and_runs_are_refused_in_one_sentence(loaded, tmp_path, monkeypatch):
+  exp, state, step = loaded
+  monkeypatch.setattr(export, "onnx_available", lambda: False)
+  with pytest.raises(UserError, match=r"^--format=onnx needs tf2onnx and onnxruntime"):
+    export.export(exp, state, ["onnx"], str(tmp_path), "run", step)
+  assert export.parse_formats(["tflite", "stablehlo", "tflite"]) == ["tflite", "stablehlo"]
+  with pytest.raises(UserError, match=r"^--format=keras: choose one or more of stablehlo, "
+                                      r"savedmodel, tflite, onnx\.$"):
+    export.parse_formats(["keras"])
+  exp.config.task.name = "language_model"
+  try:
+    with pytest.raises(UserError, match="export takes image classifiers"):
+      export.check_classifier(exp, "runs/x")
+  finally:
+    exp.config.task.name = "classification"
