@@ -17,7 +17,9 @@ from practice_jax.errors import UserError
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", None, ["best", "last"],
                                 "Which checkpoint (default: the one the run used).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Which split.")
+_SPLIT = flags.DEFINE_string(
+    "split", "test", "Which evaluator: test, validation, or any other the run has (an "
+    "attack such as pgd_eps0.3, a generative task's own).")
 
 
 def main(argv: list[str]) -> int:
@@ -32,14 +34,14 @@ def main(argv: list[str]) -> int:
                                                    with_data=True)
     evaluators = exp.task.evaluators()
     if _SPLIT.value not in evaluators:
-      raise UserError(f"The run has no {_SPLIT.value} split (data.validation_size=0); "
-                      f"use --split=test.")
+      raise UserError(f"The run has no evaluator {_SPLIT.value!r}; use --split= one of "
+                      f"{', '.join(sorted(evaluators))}.")
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   metrics = evaluators[_SPLIT.value].run(state)
   out = Artifacts(_WORKDIR.value, exp.parallel.is_main, exp.config.plots)
-  if hasattr(exp.task, "report"):
+  if hasattr(exp.task, "report") and _SPLIT.value in exp.source.eval_splits:
     print(exp.task.report(state, _SPLIT.value, out)["text"])
   out.figure("learning_curves.png", lambda path: plots.learning_curves(
       writers.read_metrics(_WORKDIR.value), path, title=exp.task.title()))
