@@ -13,6 +13,15 @@ from practice_jax import models
              "conv_dropout": 0.25, "dense": (32,), "dense_dropout": 0.5}, (4, 28, 28, 1)),
     ("cnn", {"features": (8,), "pools": ("max",), "dense": (), "batch_norm": True},
      (4, 32, 32, 3)),
+    # The classic nets (models/classic.py), at a small width, on both input sizes.
+    ("vgg", {"width": 0.125}, (2, 28, 28, 1)),
+    ("vgg", {"width": 0.125, "features": (8, 16), "depth": (1, 3)}, (2, 32, 32, 3)),
+    ("nin", {"width": 0.125, "batch_norm": True}, (2, 28, 28, 1)),
+    ("nin", {"width": 0.125}, (2, 32, 32, 3)),
+    ("inception", {"width": 0.125}, (2, 28, 28, 1)),
+    ("inception", {"width": 0.125, "batch_norm": False}, (2, 32, 32, 3)),
+    ("alexnet", {"width": 0.125, "dense": 32}, (2, 28, 28, 1)),
+    ("alexnet", {"width": 0.125, "dense": 32, "batch_norm": False}, (2, 32, 32, 3)),
 ])
 def test_models_give_logits_of_the_right_shape(name, kwargs, shape):
   model = models.build(name, num_classes=7, **kwargs)
@@ -52,3 +61,23 @@ def test_registry_lists_model_settings():
   assert "hidden" in models.hyperparameters("mlp")
   assert "num_classes" not in models.hyperparameters("cnn")
   assert "parent" not in models.hyperparameters("cnn")
+
+
+def test_the_plain_elman_cell_is_a_tanh_recurrence():
+  model = models.build("rnn_lm", 11, cell="simple", hidden=8, num_layers=1, embed_dim=4)
+  tokens = jnp.array([[1, 2, 3]])
+  variables = model.init(jax.random.key(0), tokens)
+  chex.assert_shape(model.apply(variables, tokens), (1, 3, 11))
+  cell = variables["params"]["SimpleCell_0"]
+  assert set(cell) == {"i", "h"}                  # h = tanh(W_i x + W_h h + b), no gates
+  assert models.check(__import__("ml_collections").ConfigDict(
+      {"name": "rnn_lm", "cell": "elman"})) is not None
+
+
+def test_classic_nets_refuse_mismatched_stages():
+  import ml_collections
+  problem = models.check(ml_collections.ConfigDict(
+      {"name": "vgg", "features": (8, 16), "depth": (1,)}))
+  assert "give one depth per stage" in problem
+  problem = models.check(ml_collections.ConfigDict({"name": "nin", "kernels": (5,)}))
+  assert "give one kernel size per block" in problem

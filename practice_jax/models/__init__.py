@@ -18,6 +18,7 @@ import flax.linen as nn
 
 from practice_jax.models import settings as settings_lib
 from practice_jax.models.actor_critic import ActorCritic
+from practice_jax.models.classic import NiN, VGG, AlexNet, Inception
 from practice_jax.models.cnn import CNN
 from practice_jax.models.gpt import GPT
 from practice_jax.models.lenet import LeNet5
@@ -30,6 +31,10 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "cnn": CNN,
     "lenet5": LeNet5,
     "resnet": ResNet,
+    "vgg": VGG,
+    "nin": NiN,
+    "inception": Inception,
+    "alexnet": AlexNet,
     "rnn_lm": RNNLanguageModel,
     "gpt": GPT,
     "actor_critic": ActorCritic,
