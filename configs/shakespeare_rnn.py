@@ -1,0 +1,24 @@
+"""Tiny Shakespeare with a plain (Elman) recurrent network: 2 layers of 128 tanh units
+(h = tanh(W x + U h + b)), otherwise configs/shakespeare_lstm.py's char-rnn settings
+(sequences of 50, batch 50, RMSprop 2e-3, gradients clipped to global norm 5), so the
+two compare: what the LSTM's gates buy.
+
+    python -m practice_jax.main --config=configs/shakespeare_rnn.py
+
+Result: not yet measured (the run on this CPU machine is in progress; see the README's
+Results).
+"""
+
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "shakespeare_lstm", os.path.join(os.path.dirname(__file__), "shakespeare_lstm.py"))
+_lstm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_lstm)
+
+
+def get_config():
+  config = _lstm.get_config()
+  config.model.cell = "simple"
+  return config
