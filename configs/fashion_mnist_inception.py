@@ -4,8 +4,9 @@
 
 Szegedy et al.'s Inception modules, sized for 28x28 (models/classic.py says what each part of the net is).
 
-Result: not yet measured (the run on this CPU machine is in progress; see the README's
-Results).
+Result: 90.19% test accuracy after 2 epochs, 953 s wall time from process start, on the
+2-core AMD EPYC CPU machine while other jobs shared its cores (an upper bound), jax
+0.10.2, seed 0, 2026-12-01.
 """
 
 from practice_jax.config_base import base_config, model_config

@@ -124,7 +124,7 @@ def parse_targets(text: str) -> list[Target]:
 
 def check_target(config) -> str | None:
   """One sentence if config.target is malformed or names a metric the task does not
-  report, else None (main.py raises it before anything is loaded)."""
+  report, else None (validation.py raises it before anything is loaded)."""
   text = config.get("target", "") or ""
   try:
     targets = parse_targets(text)

@@ -145,8 +145,6 @@ def main(argv: list[str]) -> int:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   try:
     validate(_CONFIG.value, jax.device_count())  # before TensorFlow, data or compiling
-    if problem := ledger.check_target(_CONFIG.value):
-      raise UserError(problem)
     train.train_and_evaluate(_CONFIG.value, workdir, _CONFIG_CHANGE.value)
   except UserError as e:
     if isinstance(e, train.TrainingDiverged):   # a diverged attempt is practice too

@@ -77,6 +77,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
               "keep_checkpoints"):
     _check(config[key] >= 1, f"config.{key}={config[key]} must be at least 1.")
 
+  from practice_jax import ledger     # the config's target names metrics the task reports
+  problem = ledger.check_target(config)
+  _check(problem is None, problem or "")
+
   es = config.early_stopping
   evaluator, _, metric = monitored_metric(config).partition("/")
   _choice("early_stopping.metric", metric, task.METRICS)

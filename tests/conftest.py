@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from pathlib import Path
 
 import pytest
 import tensorflow_datasets as tfds
 
 from practice_jax.data import tfds_source
+
+# A suite started in the background by a shell without job control (nohup ... &, cron)
+# inherits SIGINT ignored, and exec passes that on to every child: the Ctrl-C tests need
+# it as a terminal gives it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PRACTICE_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))
