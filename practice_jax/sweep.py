@@ -441,14 +441,11 @@ def _parse_fixed(config, items: list[str]) -> dict[str, Any]:
 
 
 def _alive(pid: int | None) -> bool:
-  if not pid:
+  """Whether `pid` runs on this host: workdir's check, and not a zombie (dead, not yet
+  reaped by the parent that started it)."""
+  from practice_jax.workdir import process_alive
+  if not pid or not process_alive(pid):
     return False
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
   with contextlib.suppress(OSError):
     with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
       if f.read().split(")")[-1].split()[0] == "Z":   # a zombie: dead, not yet reaped

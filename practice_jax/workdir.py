@@ -149,6 +149,17 @@ HEARTBEAT_S = 30.0          # how often a running trainer touches its lock
 STALE_AFTER_S = 300.0       # a lock from another host untouched this long is abandoned
 
 
+def process_alive(pid: int) -> bool:
+  """Whether process `pid` exists on this host (one of another user counts)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 class WorkdirLock:
   """One run per workdir: a lock file naming its holder (host, pid, since when), taken
   atomically (O_EXCL), touched every HEARTBEAT_S by a background thread and removed when
@@ -169,19 +180,9 @@ class WorkdirLock:
     except (OSError, ValueError):
       return None
 
-  @staticmethod
-  def _alive(pid: int) -> bool:
-    try:
-      os.kill(pid, 0)
-    except ProcessLookupError:
-      return False
-    except PermissionError:
-      return True
-    return True
-
   def _stale(self, holder: dict[str, Any]) -> bool:
     if holder.get("host") == socket.gethostname():
-      return not self._alive(int(holder.get("pid", -1)))
+      return not process_alive(int(holder.get("pid", -1)))
     return holder["age_s"] > STALE_AFTER_S
 
   def acquire(self) -> str | None:

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import chex
 import jax
@@ -23,11 +22,15 @@ from practice_jax.tasks.classification import ClassificationTask
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 # The configs of the classic tasks on TFDS datasets; the others (your own folders and
 # tables, generative models, attacks, RL) run in their own tests on data made there.
-ON_TFDS = [name for name in CONFIGS
-           if load_config(name).data.name in catalogue.CATALOGUE
-           and load_config(name).task.name in ("classification", "language_model")
-           and not load_config(name).task.get("attacks", {}).get("methods")
-           and not load_config(name).task.get("adversarial_training", {}).get("epsilon")]
+def _on_tfds(name: str) -> bool:
+  config = load_config(name)
+  return (config.data.name in catalogue.CATALOGUE
+          and config.task.name in ("classification", "language_model")
+          and not config.task.get("attacks", {}).get("methods")
+          and not config.task.get("adversarial_training", {}).get("epsilon"))
+
+
+ON_TFDS = [name for name in CONFIGS if _on_tfds(name)]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

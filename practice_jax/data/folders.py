@@ -44,7 +44,7 @@ import numpy as np
 from practice_jax.data import splits
 from practice_jax.data.base import Entry
 from practice_jax.data.images import fit_colour, read_image
-from practice_jax.data.in_memory import ArraySource, channel_stats
+from practice_jax.data.in_memory import ArraySource, ClassificationData, channel_stats
 from practice_jax.errors import UserError
 
 SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
@@ -330,9 +330,7 @@ def _build(cfg: ml_collections.ConfigDict, seed: int):
 
 
 def _from_info(cfg: ml_collections.ConfigDict, info: dict) -> ArraySource:
-  empty = {"image": np.zeros((0, *info["image_shape"]), np.uint8),
-           "label": np.zeros((0,), np.int32)}
-  return ArraySource(empty, {}, info, 0)
+  return ArraySource(ClassificationData.from_metadata(info).train, {}, info, 0)
 
 
 ENTRY = Entry("image", _config, _check, _build, _from_info)
