@@ -9,11 +9,14 @@
                                                            what to try next
     python -m practice_jax.practice import WORKDIR [...]   record runs trained before
     python -m practice_jax.practice note RUN "TEXT"        (re)write an attempt's note
+    python -m practice_jax.practice report [EXPERIMENT]    the ledger as one static HTML
+                                                           page (--out=FILE.html)
 
 RUN is a ledger id (as `list` shows it, with or without '#') or a workdir. Training
 records each run by itself (python -m practice_jax.main ... --note "what I try"); the
 ledger is runs/ledger.sqlite unless --ledger=PATH says otherwise (give the same path to
-main.py and here). PNGs go beside the ledger, in practice/, unless --out says otherwise.
+main.py and here). PNGs go beside the ledger, in practice/, unless --out says otherwise;
+`report` writes practice/report.html there unless --out names the HTML file.
 """
 
 from __future__ import annotations
@@ -602,6 +605,28 @@ def cmd_feedback(run: Run, ledger: Ledger | None) -> str:
   return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- report
+
+def cmd_report(ledger: Ledger, experiment: str | None, out: str | None) -> str:
+  """Writes the HTML page of the ledger (reporting/html_report.py): to `out` if it names
+  an .html file, else report.html in `out` or in practice/ beside the ledger."""
+  if experiment and not ledger.runs(experiment):
+    known = ledger.experiments()
+    raise PracticeError(f"No attempts of {experiment!r} in {ledger.path}" +
+                        (f"; it holds {', '.join(known)}." if known else "."))
+  if out and out.lower().endswith((".html", ".htm")):
+    path = out
+  else:
+    folder = out or os.path.join(os.path.dirname(ledger.path), "practice")
+    path = os.path.join(folder, f"report_{experiment}.html" if experiment
+                        else "report.html")
+  from practice_jax.reporting import html_report
+  html_report.write(ledger, path, experiment)
+  count = len(ledger.runs(experiment))
+  return (f"Report of {count} attempt{'s' * (count != 1)} written to {path} (one "
+          f"self-contained file: open it in a browser).")
+
+
 # ------------------------------------------------------------------------------- main
 
 def _parser() -> argparse.ArgumentParser:
@@ -632,13 +657,15 @@ def _parser() -> argparse.ArgumentParser:
   p = sub.add_parser("note", help="set the note of an attempt")
   p.add_argument("run")
   p.add_argument("text")
+  p = sub.add_parser("report", help="the ledger as one self-contained HTML page")
+  p.add_argument("experiment", nargs="?")
   return parser
 
 
 def run_command(argv: list[str]) -> str:
   args = _parser().parse_args(argv)
   path = args.ledger
-  if args.command in ("list", "history", "note") and not os.path.isfile(path):
+  if args.command in ("list", "history", "note", "report") and not os.path.isfile(path):
     raise PracticeError(f"No ledger at {path}; train a run first (python -m "
                         f"practice_jax.main records it beside its workdir) or pass "
                         f"--ledger=PATH.")
@@ -657,6 +684,8 @@ def run_command(argv: list[str]) -> str:
       return cmd_compare(runs, _out_path(args, path, name))
     if args.command == "feedback":
       return cmd_feedback(resolve(args.run, ledger), ledger)
+    if args.command == "report":
+      return cmd_report(ledger, args.experiment, args.out)
     if args.command == "note":
       run = resolve(args.run, ledger)
       if run.id is None:

@@ -65,6 +65,10 @@ _INVERT = flags.DEFINE_enum(
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Table runs: where to write the predictions CSV (default: "
     "INPUT_predictions.csv beside each input file).")
+_EXPLAIN = flags.DEFINE_bool(
+    "explain", False, "Also write a saliency PNG per image (the gradient of the predicted "
+    "class's logit with respect to the pixels, and SmoothGrad; see practice_jax/inspect.py) "
+    "to WORKDIR/inside/explain_<image name>.png.")
 _SAVE_INPUTS = flags.DEFINE_string(
     "save_inputs", None, "Folder to write each image to as the model sees it (PNG).")
 
@@ -206,7 +210,25 @@ def main(argv: list[str]) -> int:
     top = np.argsort(-p)[:_TOP.value]
     said = f" [{'; '.join(note)}]" if note else ""
     print(f"{path}{said}: " + ", ".join(f"{names[i]} {p[i]:.2%}" for i in top))
+  if _EXPLAIN.value:
+    _explain(exp, state, paths, np.stack(inputs), names)
   return 0
+
+
+def _explain(exp, state, paths: list[str], inputs: np.ndarray, names: list[str]) -> None:
+  """One saliency PNG per image in WORKDIR/inside/ (python -m practice_jax.inspect)."""
+  from practice_jax import inspect as inspect_lib
+  from practice_jax.reporting import inside
+  cls, prob, vanilla, smooth = inspect_lib.saliency_maps(exp.task, state, inputs)
+  folder = os.path.join(_WORKDIR.value, inspect_lib.FOLDER)
+  os.makedirs(folder, exist_ok=True)
+  for i, path in enumerate(paths):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out = os.path.join(folder, f"explain_{stem}.png")
+    inside.saliency(inputs[i:i + 1], vanilla[i:i + 1], smooth[i:i + 1],
+                    [f"{stem}\npred {names[int(cls[i])]} {prob[i]:.0%}"], out,
+                    f"{exp.task.title()}: why {names[int(cls[i])]}?")
+    print(f"{path}: saliency written to {out}")
 
 
 def _predict_tables(exp, state, paths: list[str]) -> int:
