@@ -2,13 +2,15 @@
 PyTorch, measured side by side, plus the machine's fp32 matmul peak.
 
     python bench/step_speed.py [--batch 128] [--steps 20] [--repeats 3]
-                               [--conv_impl xla,eigen,im2col]
+                               [--conv_impl xla,eigen,im2col] [--model mnist]
 
 Same net (conv32 3x3 - conv64 3x3 - maxpool 2 - dense128 - dense10, no dropout), AdamW,
 batch 128 of random 28x28x1 inputs; practice_jax once per `--conv_impl` (the model's
 conv/pool lowering, practice_jax/models/conv.py). Frameworks run in alternation,
 `--repeats` rounds of `--steps` steps each after a warm-up, and the medians are reported
-with ratios to the first practice_jax row measured in the same run; "% of peak" counts
+with ratios to the first practice_jax row measured in the same run; `--conv_impl auto-hand` is
+"auto" with measuring off (PRACTICE_JAX_AUTOTUNE=0: the hand-set rule of models/conv.py), and
+`--model mnist` runs configs/mnist.py's CNN instead (practice_jax only); "% of peak" counts
 the FLOPs XLA reports for the first row's step (9.3 GFLOP). Frameworks that are not installed are skipped
 (PyTorch is a benchmark-only extra: `pip install torch==2.13.0`). Not part of the tests.
 """
@@ -26,7 +28,7 @@ import time
 import numpy as np
 
 
-def practice_jax_runner(batch: int, conv_impl: str = "xla"):
+def practice_jax_runner(batch: int, conv_impl: str = "xla", model: str = "pytorch_examples"):
   import jax
 
   from practice_jax import optim
@@ -44,6 +46,14 @@ def practice_jax_runner(batch: int, conv_impl: str = "xla"):
   config = base_config()
   config.model = model_config("cnn", features=(32, 64), pools=("none", "max"),
                               padding="VALID", dense=(128,), conv_impl=conv_impl)
+  if model == "mnist":                       # configs/mnist.py's model
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("mnist_config", os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "configs", "mnist.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config.model = module.get_config().model
+    config.model.conv_impl = conv_impl
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3
   config.schedule.name = "constant"
@@ -147,20 +157,32 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--conv_impl", default="xla,eigen,im2col",
                       help="comma-separated conv_impl values to run practice_jax with")
+  parser.add_argument("--model", default="pytorch_examples", choices=("pytorch_examples", "mnist"))
   parser.add_argument("--out", default="bench/results/step_speed.json")
   args = parser.parse_args()
 
   impls = args.conv_impl.split(",")
   makers = [(f"practice_jax[{impl}]" if len(impls) > 1 else "practice_jax",
-             functools.partial(practice_jax_runner, conv_impl=impl)) for impl in impls]
-  runners, flops = {}, None
-  for name, make in makers + [("keras", keras_runner), ("pytorch", torch_runner)]:
+             functools.partial(practice_jax_runner, conv_impl=impl.split("-")[0],
+                               model=args.model)) for impl in impls]
+  peers = [("keras", keras_runner), ("pytorch", torch_runner)]
+  runners, flops, setup_s = {}, None, {}
+  autotune_env = os.environ.get("PRACTICE_JAX_AUTOTUNE")
+  for name, make in makers + (peers if args.model == "pytorch_examples" else []):
+    if name.endswith("auto-hand]"):         # the hand-set rule: measuring off while traced
+      os.environ["PRACTICE_JAX_AUTOTUNE"] = "0"
+    elif autotune_env is None:
+      os.environ.pop("PRACTICE_JAX_AUTOTUNE", None)
+    else:
+      os.environ["PRACTICE_JAX_AUTOTUNE"] = autotune_env
+    start = time.perf_counter()
     try:
       run, f = make(args.batch)
     except ImportError as e:
       print(f"skipping {name}: {e}")
       continue
     run(args.steps)                          # warm-up: compile every chunk length, allocate
+    setup_s[name] = time.perf_counter() - start
     runners[name] = run
     flops = flops or f
   rates = {name: [] for name in runners}
@@ -177,7 +199,7 @@ def main() -> None:
   result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "batch": args.batch, "flops_per_step": flops, "matmul_peak_gflops": peak,
             "steps_per_s": {k: statistics.median(v) for k, v in rates.items()},
-            "all_runs": rates}
+            "all_runs": rates, "setup_s": setup_s, "load_average": os.getloadavg()}
   print(f"fp32 matmul peak (2048^2, jax): {peak:.0f} GFLOP/s; train step: "
         f"{(flops or 0) / 1e9:.2f} GFLOP")
   print(f"{'framework':<22}{'steps/s':>10}{'examples/s':>12}{'x ' + first:>24}"
@@ -185,7 +207,9 @@ def main() -> None:
   for name, values in rates.items():
     r = statistics.median(values)
     frac = f"{100 * r * flops / 1e9 / peak:10.1f}%" if flops else ""
-    print(f"{name:<22}{r:10.2f}{r * args.batch:12.0f}{r / base:24.2f}{frac}")
+    print(f"{name:<22}{r:10.2f}{r * args.batch:12.0f}{r / base:24.2f}{frac}"
+          f"   (setup + warm-up {setup_s[name]:.1f} s)")
+  print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)

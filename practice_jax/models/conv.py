@@ -15,8 +15,13 @@ and forward + both gradients of ResNet-shaped convs (batch 128, 32x32x64): 3x3 S
 1x1 stride 2 -> 128: 68 / 18 / 17.
 
 - ``"auto"`` (the models' default): on GPU and TPU "xla", XLA's native convolutions
-  being the fast path there; on CPU, per convolution, whichever lowering measured fastest
-  for its shape (see `_auto`), and the fast max-pool gradient below.
+  being the fast path there; on CPU, per convolution, whichever applicable lowering is
+  fastest for its shape on this machine, measured the first time the shape is traced and
+  cached on disk (practice_jax/autotune.py; ``python -m practice_jax.autotune show``
+  prints the choices), and likewise the max-pool
+  gradient (not while a model is initialized: `Module.init` runs on a sample batch). With
+  ``PRACTICE_JAX_AUTOTUNE=0`` (and under pytest) the hand-set rule `_auto`
+  (thresholds measured on one EPYC) and the fast max-pool gradient below are used.
 - ``"xla"``: `lax.conv_general_dilated`, what `nn.Conv` runs (models use nn.Conv itself).
 - ``"eigen"``: stride 1: pad explicitly, then convolve with kh extra zero rows at the
   bottom (sliced off again): the output is then taller than the input, which YNNPACK
@@ -81,16 +86,44 @@ def _pairs(padding: Any, in_hw: Sequence[int], kernel_hw: Sequence[int],
 
 
 def _auto(cin: int, out_pixels: int, strides: Sequence[int]) -> str:
-  """The lowering "auto" picks on CPU for one convolution, from measurements on the
-  2-vCPU EPYC (forward + both gradients, batch 128, ms; measured while the machine was
-  also running another job, so compare within a row): 26x26x32 -> 24x24x64 VALID: xla
-  162, eigen 91; 14x14x32 -> 14x14x64 SAME: xla 19, eigen 22; 28x28x1 -> 28x28x32 SAME:
-  xla 25, eigen 29; strided ResNet convs: see the table above (im2col wins)."""
+  """The hand-set lowering "auto" picks on CPU for one convolution when it does not measure
+  (PRACTICE_JAX_AUTOTUNE=0, pytest, Module.init; see practice_jax/autotune.py), from
+  measurements on the 2-vCPU EPYC (forward + both gradients, batch 128, ms; measured
+  while the machine was also running another job, so compare within a row):
+  26x26x32 -> 24x24x64 VALID: xla 162, eigen 91; 14x14x32 -> 14x14x64 SAME: xla 19,
+  eigen 22; 28x28x1 -> 28x28x32 SAME: xla 25, eigen 29; strided ResNet convs: see the
+  table above (im2col wins)."""
   if cin <= 16:
     return "xla"
   if tuple(strides) != (1, 1):
     return "im2col"
   return "eigen" if out_pixels > 256 else "xla"
+
+
+def _autotuning() -> bool:
+  """Whether "auto" measures its choices (practice_jax/autotune.py): on CPU, unless
+  PRACTICE_JAX_AUTOTUNE=0 (the default under pytest)."""
+  from practice_jax import autotune
+  return jax.default_backend() == "cpu" and autotune.enabled() and not _initializing()
+
+
+def _initializing() -> bool:
+  """Whether the innermost Flax module is being initialized (`Module.init` traces the model
+  on a sample batch whose shapes are not the training ones: nothing is measured then)."""
+  try:
+    from flax.linen.module import _context
+    module = _context.module_stack[-1]
+    return module is not None and module.is_initializing()
+  except (ImportError, AttributeError, IndexError):
+    return False
+
+
+def _candidates(cin: int, cout: int, strides: Sequence[int]) -> tuple[str, ...]:
+  """The lowerings that differ for this convolution ("eigen" is "xla" with at most 16
+  channels and "im2col" when strided, see conv2d)."""
+  if max(cin, cout) <= 16 or tuple(strides) != (1, 1):
+    return ("xla", "im2col")
+  return ("xla", "eigen", "im2col")
 
 
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
@@ -101,6 +134,11 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
                   in zip(x.shape[1:3], pads, (kh, kw), strides))
   if impl == "auto":
     impl = _auto(cin, out_h * out_w, strides)
+    if _autotuning():
+      from practice_jax import autotune
+      impl = autotune.conv_choice(tuple(x.shape), tuple(kernel.shape), tuple(strides),
+                                  [tuple(p) for p in pads], jnp.dtype(x.dtype).name,
+                                  _candidates(cin, cout, strides))
   if impl == "eigen" and max(cin, cout) > 16:     # else YNNPACK would not take it anyway
     if tuple(strides) != (1, 1):
       impl = "im2col"
@@ -206,6 +244,9 @@ def _windows(x: jnp.ndarray) -> jnp.ndarray:
 def pool(kind: str, x: jnp.ndarray, impl: str) -> jnp.ndarray:
   """2x2 stride-2 "max" or "avg" pool: nn's reduce_window for impl "xla", else a reshape
   ("auto": the fast max-pool gradient, nn's average pool)."""
+  if impl == "auto" and kind == "max" and _autotuning():
+    from practice_jax import autotune
+    impl = autotune.max_pool_choice(tuple(x.shape), jnp.dtype(x.dtype).name)
   if impl == "xla" or (impl == "auto" and kind == "avg"):
     return (nn.max_pool if kind == "max" else nn.avg_pool)(x, (2, 2), strides=(2, 2))
   return (max_pool if kind == "max" else avg_pool)(x)
