@@ -120,6 +120,20 @@ def base_config(task: str = "classification", data: str = "mnist", model: str = 
   # least fsdp_min_size elements is split over the fsdp devices (jit mode only).
   c.parallel.mesh_shape = (-1, 1)
   c.parallel.fsdp_min_size = 2 ** 18
+
+  # Transfer learning (practice_jax/transfer.py): a fresh run starts from another run's
+  # parameters (and batch-norm statistics) where paths and shapes agree; the optimizer
+  # state and the step start fresh. A head whose class count differs is re-initialised.
+  c.init_from = ml_collections.ConfigDict()
+  c.init_from.workdir = ""               # that run's workdir ('' = off)
+  c.init_from.which = "best"             # its 'best' checkpoint (else its last) or 'last'
+  c.init_from.include = ""               # regex on its parameter paths ('' = all)
+  # ((regex, replacement), ...) applied with re.sub to its paths, in order, before they
+  # are matched to this model's paths.
+  c.init_from.rename = ()
+  # LoRA adapters on Dense kernels (practice_jax/lora.py); rank 0 = off.
+  from practice_jax import lora
+  c.lora = lora.lora_config()
   return c
 
 

@@ -57,10 +57,15 @@ ONNX_MISSING = ("--format=onnx needs tf2onnx and onnxruntime, which are not inst
 
 def check_classifier(exp, workdir: str) -> None:
   """A UserError unless the run is an image classifier."""
-  if exp.config.task.name != "classification" or exp.config.data.name == "csv":
+  from practice_jax import tasks
+  from practice_jax.tasks.classification import ClassificationTask
+  task = tasks.get(exp.config.task.name)
+  image_classifier = (issubclass(task, ClassificationTask) and task.INPUT == "image"
+                      and exp.config.data.name != "csv")
+  if not image_classifier:   # a distilled student is an image classifier too
     kind = "table" if exp.config.data.name == "csv" else exp.config.task.name
     raise UserError(f"{workdir} holds a {kind} run; export takes image classifiers "
-                    f"(task 'classification' on images) only.")
+                    f"(task 'classification' on images, or a distilled student) only.")
 
 
 def logits_function(exp, state) -> Callable:

@@ -11,6 +11,12 @@ import importlib.util
 import os
 import sys
 
+if __name__ == "__main__":
+  # First of all, so that a Ctrl-C or SIGTERM while the libraries import is the signal
+  # the run stops for at its first check (signals.py imports nothing heavy).
+  from practice_jax import signals as _signals
+  _signals.install()
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

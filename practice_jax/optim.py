@@ -16,6 +16,14 @@ General features, for any task and any of its optimizers:
   which ones, so that it also keeps their batch-norm statistics fixed.
 - ``optimizer.lr_groups``: ``((regex, factor), ...)``: the first matching group's
   parameters get the learning rate times `factor` (discriminative fine-tuning).
+- ``optimizer.unfreeze``: ``((epoch, regex), ...)``: gradual unfreezing. Frozen
+  parameters matching `regex` train from `epoch` on: they go through the optimizer from
+  the start with their gradients and updates multiplied by 0 until that step (a 0/1
+  computed from a step count in the optimizer state, so the step stays pure and a resumed
+  run is exact). Their batch-norm statistics update from the start.
+- LoRA (lora.py): when the parameters hold adapters (``lora_a``/``lora_b`` leaves), the
+  adapters always train and every other parameter is frozen, unless ``optimizer.freeze``
+  is given: then only what it matches is frozen.
 - Under ``pmap`` the gradients are averaged over the devices here, before anything else
   (see models/layers.py), so no task needs to know how it is parallelised.
 
@@ -32,6 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from practice_jax.models.layers import device_axis
@@ -62,6 +71,17 @@ def optimizer_config() -> ml_collections.ConfigDict:
   c.freeze = ""
   # Per-group learning rates: ((regex, factor), ...), the first match wins.
   c.lr_groups = ()
+  # Gradual unfreezing: ((epoch, regex), ...): frozen parameters matching regex train from
+  # that epoch on (e.g. ((1, 'Dense_0'), (2, 'Conv_1')) with freeze '^(?!Dense_1)').
+  c.unfreeze = ()
+  # Gradual magnitude pruning of the kernels (pruning.py, Zhu & Gupta 2017): sparsity
+  # rising along a cubic from prune_start to prune_end (fractions of training), masks
+  # recomputed every prune_every steps, over all kernels ('global') or per 'layer'.
+  c.prune_sparsity = 0.0           # final fraction of kernel weights at zero; 0 = off
+  c.prune_start = 0.0
+  c.prune_end = 0.75
+  c.prune_every = 50
+  c.prune_scope = "global"
   return c
 
 
@@ -108,6 +128,15 @@ def check(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict,
       return (f"{prefix}optimizer.lr_groups has the entry {tuple(group)!r}; give "
               f"(regex, factor) pairs with factor >= 0.")
     groups.append(("lr_groups", group[0]))
+  for entry in opt.get("unfreeze", ()):
+    if (len(entry) != 2 or not isinstance(entry[1], str) or
+        not isinstance(entry[0], (int, float)) or entry[0] < 0):
+      return (f"{prefix}optimizer.unfreeze has the entry {tuple(entry)!r}; give "
+              f"(epoch, regex) pairs with epoch >= 0.")
+    groups.append(("unfreeze", entry[1]))
+  if opt.get("unfreeze") and not opt.freeze:
+    return (f"{prefix}optimizer.unfreeze unfreezes frozen parameters; set "
+            f"optimizer.freeze too (e.g. '^(?!Dense_1)' for all but the head).")
   for key, pattern in groups:
     try:
       re.compile(pattern)
@@ -119,7 +148,8 @@ def check(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict,
   if not all(0 < f < 1 for f in sched.step_fractions):
     return (f"{prefix}schedule.step_fractions={tuple(sched.step_fractions)} must be "
             f"fractions of training in (0, 1).")
-  return None
+  from practice_jax import pruning
+  return pruning.check(opt, prefix)
 
 
 def build_schedule(cfg: ml_collections.ConfigDict, learning_rate: float, plan: Plan
@@ -209,6 +239,77 @@ def _averaged_over_devices(tx: optax.GradientTransformation) -> optax.GradientTr
   return optax.GradientTransformation(tx.init, update)
 
 
+LORA_LEAVES = ("lora_a", "lora_b")
+
+
+def _is_lora(name: str) -> bool:
+  return name.rsplit("/", 1)[-1] in LORA_LEAVES
+
+
+def _has_lora(params: Any) -> bool:
+  return any(_is_lora(_path(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+
+
+def _unfreeze_steps(opt: ml_collections.ConfigDict, plan: Plan) -> list[tuple[int, Any]]:
+  """[(step, compiled regex), ...] of optimizer.unfreeze, epochs turned into steps."""
+  entries = tuple(opt.get("unfreeze", ()))
+  if entries and not plan.steps_per_epoch:
+    from practice_jax.errors import UserError
+    raise UserError("config.optimizer.unfreeze counts in epochs and this data has none; "
+                    "leave it empty.")
+  return [(int(round(float(e) * plan.steps_per_epoch)), re.compile(r)) for e, r in entries]
+
+
+def frozen_paths(opt: ml_collections.ConfigDict, params: Any,
+                 plan: Plan | None = None) -> dict[str, int | None]:
+  """{path: None (trained from the start) | step from which it trains | -1 (frozen for
+  good)} for every parameter, by optimizer.freeze, optimizer.unfreeze and LoRA."""
+  lora = _has_lora(params)
+  regex = re.compile(opt.freeze) if opt.freeze else None
+  unfreeze = _unfreeze_steps(opt, plan) if plan is not None else [
+      (0, re.compile(r)) for _, r in opt.get("unfreeze", ())]
+  out = {}
+  for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = _path(path)
+    if _is_lora(name):
+      frozen = False
+    elif lora:
+      frozen = regex is None or bool(regex.search(name))
+    else:
+      frozen = regex is not None and bool(regex.search(name))
+    if not frozen:
+      out[name] = None
+      continue
+    starts = [step for step, r in unfreeze if r.search(name)]
+    out[name] = min(starts) if starts else -1
+  return out
+
+
+def trainable_count(opt: ml_collections.ConfigDict, params: Any) -> tuple[int, int]:
+  """(parameters the optimizer trains at some point, all parameters)."""
+  frozen = frozen_paths(opt, params)
+  total = trained = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    n = int(np.prod(np.shape(leaf)))
+    total += n
+    trained += n if frozen[_path(path)] != -1 else 0
+  return trained, total
+
+
+def _gate(starts: Any) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by 0 before its step in `starts` (a function of
+  the parameters giving each one's first trained step, 0 = always), by a step count kept
+  in the state."""
+  def init(params):
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    first = starts(updates)
+    updates = jax.tree.map(lambda u, s: u * (state.count >= s).astype(u.dtype), updates, first)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+  return optax.GradientTransformation(init, update)
+
+
 def build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan: Plan
           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(optimizer, learning-rate schedule) for one model's parameters."""
@@ -227,12 +328,40 @@ def build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan
   parts.append(optax.scale_by_learning_rate(schedule))
   if opt.lr_groups:
     parts.append(_group_scale([tuple(g) for g in opt.lr_groups]))
+  if opt.get("prune_sparsity", 0.0):   # last: its updates zero the pruned weights
+    from practice_jax import pruning
+    parts.append(pruning.from_config(opt, plan))
   tx = optax.chain(*parts)
+  if opt.get("unfreeze"):
+    # Gradients zeroed before the optimizer (its moments stay at zero until the parameter
+    # trains) and updates after it (no weight decay either).
+    def starts(params):
+      frozen = frozen_paths(opt, params, plan)
+      return jax.tree_util.tree_map_with_path(
+          lambda path, _: max(frozen[_path(path)] or 0, 0), params)
+    tx = optax.chain(_gate(starts), tx, _gate(starts))
+  frozen_tx = optax.multi_transform(
+      {"trained": tx, "frozen": optax.set_to_zero()},
+      lambda params: jax.tree_util.tree_map_with_path(
+          lambda path, _: "frozen" if frozen_paths(opt, params)[_path(path)] == -1
+          else "trained", params))
   if opt.freeze:
-    labels = lambda params: jax.tree.map(lambda frozen: "frozen" if frozen else "trained",
-                                         path_mask(opt.freeze, params))
-    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+    tx = frozen_tx
+  else:   # frozen only with LoRA adapters in the tree: the state's structure says which
+    tx = _lora_aware(tx, frozen_tx)
   return _averaged_over_devices(tx), schedule
+
+
+def _lora_aware(tx: optax.GradientTransformation, frozen_tx: optax.GradientTransformation
+                ) -> optax.GradientTransformation:
+  """`frozen_tx` for parameters with LoRA adapters, else `tx` (the same state as before
+  LoRA existed, so older checkpoints restore)."""
+  def init(params):
+    return (frozen_tx if _has_lora(params) else tx).init(params)
+
+  def update(updates, state, params=None):
+    return (frozen_tx if _has_lora(updates) else tx).update(updates, state, params)
+  return optax.GradientTransformation(init, update)
 
 
 def keep_frozen(opt: ml_collections.ConfigDict, old: dict, new: dict) -> dict:
@@ -241,6 +370,11 @@ def keep_frozen(opt: ml_collections.ConfigDict, old: dict, new: dict) -> dict:
   layer's batch-norm statistics stay as they were."""
   if not opt.freeze:
     return new
+  later = [re.compile(r) for _, r in opt.get("unfreeze", ())]
+
+  def kept(path, _):
+    name = _path(path)
+    return bool(re.search(opt.freeze, name)) and not any(r.search(name) for r in later)
   return {name: jax.tree.map(lambda frozen, o, n: o if frozen else n,
-                             path_mask(opt.freeze, tree), old[name], tree)
+                             jax.tree_util.tree_map_with_path(kept, tree), old[name], tree)
           for name, tree in new.items()}

@@ -15,8 +15,6 @@ import signal
 import threading
 from typing import Any
 
-import numpy as np
-
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -91,6 +89,7 @@ class StopSignals:
     if process_count == 1:
       return self.signum
     from jax.experimental import multihost_utils
+    import numpy as np   # here: main installs the handlers before numpy loads
     seen = np.asarray(multihost_utils.process_allgather(np.int32(self.signum or 0)))
     return int(seen.max()) or None
 

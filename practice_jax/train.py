@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from practice_jax import data, optim, signals, tasks, workdir as workdir_lib
+from practice_jax import data, optim, signals, tasks, transfer, workdir as workdir_lib
 from practice_jax.checkpoint import Checkpointer
 from practice_jax.errors import UserError
 from practice_jax.parallel import DataParallel, sync
@@ -177,6 +177,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   config, parallel, task, source = exp.config, exp.parallel, exp.task, exp.source
   total, per_epoch = exp.plan.total_steps, exp.plan.steps_per_epoch
   state = parallel.put_state(task.init_state(exp.plan))
+  state = transfer.start(exp, workdir, state)   # config.init_from on a fresh start
   ckpt = Checkpointer(os.path.join(workdir, LAST), config.keep_checkpoints)
   best_ckpt = Checkpointer(os.path.join(workdir, BEST), 1)
   monitor = monitored_metric(config)
@@ -355,7 +356,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
       "started": started, "finished": records.now(), "wall_time_s": round(wall, 2),
       "steps": step, "epochs": step / per_epoch if per_epoch else None,
       "steps_per_epoch": per_epoch, "early_stopped": stopper.stopped,
-      "num_parameters": n_params, "final": final,
+      "num_parameters": n_params, "init_from": transfer.recorded(workdir), "final": final,
       "metrics": {name: dataclasses.asdict(m) for name, m in task.METRICS.items()},
       "monitored_metric": monitor,
       "evaluated_checkpoint": {"which": used, "step": used_step},

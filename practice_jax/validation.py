@@ -37,7 +37,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   problem = tasks.check_name(config.task.name)
   _check(problem is None, problem or "")
   task = tasks.get(config.task.name)
-  for part in (data.check(config.data, task.DATA_KINDS), task.check(config)):
+  from practice_jax import transfer
+  for part in (data.check(config.data, task.DATA_KINDS), task.check(config),
+               transfer.check(config, task)):
     _check(part is None, part or "")
 
   _check(config.num_epochs > 0 or config.num_steps > 0,

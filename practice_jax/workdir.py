@@ -30,7 +30,7 @@ _PORTABLE_KEYS = ("data.data_dir", "data.manual_dir", "data.stream_threads",
                   "data.cache_dir", "data.decode_threads", "target")
 # What a run writes in its workdir besides the tasks' own files (their OUTPUTS).
 _RUN_OUTPUTS = (LAST, BEST, LAST + "_corrupt", writers.METRICS_FILE, "tensorboard",
-                records.RUN_FILE, "learning_curves.png")
+                records.RUN_FILE, "learning_curves.png", "init_from.json")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -16,9 +16,20 @@ from practice_jax.data import tfds_source
 # inherits SIGINT ignored, and exec passes that on to every child: the Ctrl-C tests need
 # it as a terminal gives it.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+# Convolution lowerings by the hand-set rule, not measured per machine (models/conv.py's
+# autotuning): the same choices on every machine, and no timing inside tests; the
+# autotuning tests turn it on themselves.
+os.environ.setdefault("PRACTICE_JAX_AUTOTUNE", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PRACTICE_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: one worker per core, at most 4 (each holds JAX and TensorFlow, ~1 GB)."""
+  del config
+  return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else os.cpu_count() or 1))
 
 
 def load_config(name: str):

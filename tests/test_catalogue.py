@@ -21,10 +21,12 @@ from practice_jax.tasks.classification import ClassificationTask
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 # The configs of the classic tasks on TFDS datasets; the others (your own folders and
-# tables, generative models, attacks, RL) run in their own tests on data made there.
+# tables, generative models, attacks, RL) run in their own tests on data made there, and
+# the fine-tuning configs (which start from a run trained first) in tests/test_transfer.py.
 def _on_tfds(name: str) -> bool:
   config = load_config(name)
   return (config.data.name in catalogue.CATALOGUE
+          and not config.get("init_from", {}).get("workdir")
           and config.task.name in ("classification", "language_model")
           and not config.task.get("attacks", {}).get("methods")
           and not config.task.get("adversarial_training", {}).get("epsilon"))

@@ -73,6 +73,29 @@ def split_validation(train: Split, validation_size: int) -> tuple[Split, Split |
           {k: v[-validation_size:] for k, v in train.items()})
 
 
+def labelled_subset(train: Split, n: int, seed: int = 0) -> Split:
+  """The first `n` examples (0 = all) of a seeded, class-balanced order of `train`: each
+  class's examples shuffled by numpy's default_rng(seed), then taken round-robin over the
+  classes, so any prefix is balanced (to within one per class) and the subsets are nested
+  (the first 100 are among the first 1000). The order depends on the data and `seed`
+  only, never on the run's seed: every run with the same n sees the same examples."""
+  total = len(train["label"])
+  if not n:
+    return train
+  if n > total:
+    raise UserError(f"config.data.train_examples={n} is more than the {total} training "
+                    f"examples (after holding out validation_size); choose at most {total}.")
+  rng = np.random.default_rng(seed)
+  labels = train["label"]
+  classes = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+  # Rank within its class, then class: sorting by (rank, class) interleaves the classes.
+  order = np.concatenate(classes)
+  rank = np.concatenate([np.arange(len(c)) for c in classes])
+  cls = np.concatenate([np.full(len(c), i) for i, c in enumerate(classes)])
+  chosen = np.sort(order[np.lexsort((cls, rank))][:n])
+  return {k: v[chosen] for k, v in train.items()}
+
+
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
   return x.mean(axis=0).astype(np.float32), x.std(axis=0).astype(np.float32)
@@ -89,8 +112,12 @@ def load_classification(cfg: ml_collections.ConfigDict) -> ClassificationData:
   if count == 1:
     train, validation = split_validation(tfds_source.load_split(builder, spec.train_split),
                                          cfg.validation_size)
+    train = labelled_subset(train, cfg.get("train_examples", 0))
     mean, std = channel_stats(train["image"])
   else:
+    if cfg.get("train_examples", 0):
+      raise UserError("config.data.train_examples works in one process; run with one "
+                      "process or leave it at 0.")
     n = builder.info.splits[spec.train_split].num_examples
     _check_validation_size(cfg.validation_size, n)
     keep = n - cfg.validation_size
@@ -194,6 +221,9 @@ def _config(name: str) -> ml_collections.ConfigDict:
   c.in_memory = True
   c.stream_threads = 4           # streaming: reader threads
   c.stream_prefetch = 8          # streaming: batches read ahead
+  # Fewer labels: train on the first N of a seeded, class-balanced order of the training
+  # examples (0 = all; see labelled_subset). Validation and test are unchanged.
+  c.train_examples = 0
   return c
 
 
@@ -202,6 +232,13 @@ def _check(cfg: ml_collections.ConfigDict) -> str | None:
     return f"config.data.validation_size={cfg.validation_size} must be >= 0."
   if cfg.stream_threads < 1 or cfg.stream_prefetch < 1:
     return "config.data.stream_threads and stream_prefetch must be at least 1."
+  n, classes = cfg.get("train_examples", 0), catalogue.CATALOGUE[cfg.name].num_classes
+  if n and n < (classes or 1) or n < 0:
+    return (f"config.data.train_examples={n} must be 0 (all) or at least the number of "
+            f"classes ({classes}), so that every class has an example.")
+  if n and not cfg.in_memory:
+    return ("config.data.train_examples selects examples in memory; set "
+            "config.data.in_memory=True.")
   return None
 
 

@@ -2,12 +2,12 @@
 
 A new model is one file in this package plus one line in ``_REGISTRY``. Each model is a
 Linen module whose dataclass fields are the keys allowed under ``config.model`` (besides
-``name``, and the data-given ``num_classes``/``block_size``); its ``__call__(x, train)``
-returns logits. It declares what each setting accepts in ``SETTINGS`` (rules from
-``settings.py``; ``check_settings`` for rules across settings), so a bad value is refused
-before any data is loaded, and sets ``CPU_UNROLL = True`` if it convolves (see
-``parallel.py``: XLA:CPU runs convolutions slowly inside loops). This package imports no
-other part of practice_jax.
+``name``, and the data-given ``num_classes``/``block_size``/``vocab_size``); its
+``__call__(x, train)`` returns logits. It declares what each setting accepts in
+``SETTINGS`` (rules from ``settings.py``; ``check_settings`` for rules across settings),
+so a bad value is refused before any data is loaded, and sets ``CPU_UNROLL = True`` if
+it convolves (see ``parallel.py``: XLA:CPU runs convolutions slowly inside loops). This
+package imports no other part of practice_jax.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import flax.linen as nn
 
 from practice_jax.models import settings as settings_lib
 from practice_jax.models.actor_critic import ActorCritic
+from practice_jax.models.autoencoder import ConvAutoencoder
 from practice_jax.models.classic import NiN, VGG, AlexNet, Inception
 from practice_jax.models.cnn import CNN
+from practice_jax.models.encoder import BERT
 from practice_jax.models.gpt import GPT
 from practice_jax.models.lenet import LeNet5
 from practice_jax.models.mlp import MLP
@@ -38,10 +40,12 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "rnn_lm": RNNLanguageModel,
     "gpt": GPT,
     "actor_critic": ActorCritic,
+    "bert": BERT,
+    "conv_autoencoder": ConvAutoencoder,
 }
 
 # Settings that come from the data, not from config.model.
-DATA_SETTINGS = ("num_classes", "block_size")
+DATA_SETTINGS = ("num_classes", "block_size", "vocab_size")
 
 
 def names() -> list[str]:

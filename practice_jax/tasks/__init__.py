@@ -10,12 +10,16 @@ import ml_collections
 
 from practice_jax.models.settings import did_you_mean
 
+from practice_jax.tasks.autoencoder import DenoisingAutoencoderTask
 from practice_jax.tasks.base import Task
 from practice_jax.tasks.classification import ClassificationTask
+from practice_jax.tasks.distillation import DistillationTask
 from practice_jax.tasks.generative import GANTask, VAETask
 from practice_jax.tasks.language_model import LanguageModelTask
+from practice_jax.tasks.masked_lm import MaskedLMTask
 from practice_jax.tasks.rl import PPOTask
 from practice_jax.tasks.tabular import RegressionTask, TableClassificationTask
+from practice_jax.tasks.token_classification import TokenClassificationTask
 
 _REGISTRY: dict[str, type[Task]] = {}
 
@@ -27,12 +31,16 @@ def register(cls: type[Task]) -> type[Task]:
 
 
 register(ClassificationTask)
+register(DistillationTask)
 register(LanguageModelTask)
 register(VAETask)
 register(GANTask)
 register(PPOTask)
 register(TableClassificationTask)
 register(RegressionTask)
+register(MaskedLMTask)
+register(TokenClassificationTask)
+register(DenoisingAutoencoderTask)
 
 
 def names() -> list[str]:

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from practice_jax import attacks, models, optim
+from practice_jax import attacks, lora, models, optim
 from practice_jax.data import augment
 from practice_jax.errors import UserError
 from practice_jax.models.layers import for_batch
@@ -112,7 +112,7 @@ class ClassificationTask(Task):
     return (pixels - self.mean) / self.std
 
   def _apply(self, params, model_state, images, *, train: bool, key=None):
-    variables = {"params": params, **model_state}
+    variables = {"params": lora.merge(params, self.config), **model_state}
     rngs = {"dropout": key} if key is not None else None
     if train and model_state:
       return self.model.apply(variables, images, train=True, rngs=rngs,
@@ -126,7 +126,7 @@ class ClassificationTask(Task):
     sample = jnp.zeros((1,) + self.image_shape, jnp.float32)
     variables = jax.jit(lambda k: self.model.init({"params": k}, sample, train=False))(key)
     variables = dict(variables)
-    params = variables.pop("params")
+    params = lora.add(self.config, variables.pop("params"))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=self.tx.init(params), model_state=variables,
                       key=stream_key(self.config.seed, STEP_STREAM))

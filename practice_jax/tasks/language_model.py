@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from practice_jax import models, optim
+from practice_jax import lora, models, optim
 from practice_jax.data import text
 from practice_jax.state import INIT_STREAM, STEP_STREAM, TrainState, stream_key
 from practice_jax.tasks.base import FRACTION, LOWER, Task, mean_metrics
@@ -67,14 +67,15 @@ class LanguageModelTask(Task):
     key = stream_key(self.config.seed, INIT_STREAM)
     sample = jnp.zeros((1, self.block_size), jnp.int32)
     params = jax.jit(lambda k: self.model.init({"params": k}, sample, train=False))(key)
-    params = params["params"]
+    params = lora.add(self.config, params["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=self.tx.init(params), model_state={},
                       key=stream_key(self.config.seed, STEP_STREAM))
 
   def logits(self, state: TrainState, tokens: jax.Array, *, train: bool = False, key=None):
     rngs = {"dropout": key} if key is not None else None
-    return self.model.apply({"params": state.params}, tokens, train=train, rngs=rngs)
+    return self.model.apply({"params": lora.merge(state.params, self.config)}, tokens,
+                            train=train, rngs=rngs)
 
   def _sums(self, logits, targets, losses, mask) -> Metrics:
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)

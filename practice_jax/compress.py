@@ -1,0 +1,276 @@
+"""Compress a trained image classifier and measure what it costs:
+
+    python -m practice_jax.compress prune --workdir=runs/mnist --sparsities=0.5,0.8,0.9,0.95
+    python -m practice_jax.compress quantize --workdir=runs/mnist
+
+``prune``: one-shot magnitude pruning (practice_jax/pruning.py) of the run's checkpoint
+(the one it reported, or ``--checkpoint``) at each sparsity, over all kernels at once
+(``global``) and/or the same fraction of each layer (``layer``; ``--scopes``), evaluated
+on the test split without fine-tuning. Writes ``prune.json`` (accuracy, loss, the
+fraction of zeros of every kernel, the nonzero parameters) and ``prune.png`` (test
+accuracy against sparsity) into the workdir, and prints the table. Gradual pruning during
+training is a config setting instead: ``optimizer.prune_sparsity`` (configs/mnist_pruned.py).
+
+``quantize``: post-training int8 quantization (practice_jax/quantize.py): our own
+weight-only per-channel int8 and qwix's modes (``--modes``; qwix's need ``pip install -e
+'.[compress]'``), each against the float32 model on the test split: accuracy, top-1
+agreement with float32, the largest logit difference, the parameters' size in bytes, and
+the median time of one batch of ``--latency_batch`` images on this machine. Writes
+``quantize.json`` into the workdir and prints the table.
+
+Both take image classifiers (task 'classification' or 'knowledge_distillation');
+anything else is refused in one sentence.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from absl import app, flags, logging
+
+from practice_jax import quiet
+from practice_jax.errors import UserError
+
+COMMANDS = ("prune", "quantize")
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's workdir.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", None, ["best", "last"],
+                                "Which checkpoint (default: the one the run reported).")
+_SPARSITIES = flags.DEFINE_string("sparsities", "0.5,0.8,0.9,0.95",
+                                  "prune: comma-separated fractions of kernel weights "
+                                  "set to zero, each in [0, 1).")
+_SCOPES = flags.DEFINE_string("scopes", "global,layer",
+                              "prune: 'global', 'layer' or both, comma-separated.")
+_MODES = flags.DEFINE_string(
+    "modes", "", "quantize: comma-separated, of ours, w8, w8a8, w8a8_static (default: "
+    "all; only 'ours' without qwix).")
+_CALIBRATION = flags.DEFINE_integer("calibration_examples", 1000,
+                                    "quantize: training images that calibrate w8a8_static.")
+_LATENCY_BATCH = flags.DEFINE_integer("latency_batch", 1,
+                                      "quantize: images per timed call (0: no timing).")
+
+
+def _floats(text: str) -> list[float]:
+  try:
+    values = [float(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    raise UserError(f"--sparsities={text!r} must be comma-separated numbers such as "
+                    f"0.5,0.8,0.9.") from None
+  if not values or not all(0.0 <= v < 1.0 for v in values):
+    raise UserError(f"--sparsities={text!r}: give one or more fractions in [0, 1).")
+  return values
+
+
+def load_classifier(workdir: str, which: str | None):
+  """(experiment, state, step, which) of an image classifier run, with its data."""
+  from practice_jax import train
+  from practice_jax.tasks.classification import ClassificationTask
+  exp, state, step, which = train.load_trained(workdir, which, with_data=True)
+  if not isinstance(exp.task, ClassificationTask) or exp.config.data.name == "csv":
+    raise UserError(f"{workdir} holds a {exp.config.task.name!r} run on "
+                    f"{exp.config.data.name!r}; compress takes image classifiers only.")
+  if "test" not in exp.source.eval_splits:
+    raise UserError(f"{workdir}'s dataset has no test split to measure on.")
+  return exp, state, step, which
+
+
+# -- prune ----------------------------------------------------------------------------------
+
+def prune_table(exp, state, sparsities: list[float], scopes: list[str]) -> dict:
+  """The test metrics of the run pruned at each sparsity and scope (and unpruned)."""
+  import jax
+
+  from practice_jax import pruning
+  evaluate = exp.task.evaluators()["test"].run
+  host = jax.device_get(state.params)
+  n_kernel = sum(v.size for v in jax.tree.leaves(jax.tree.map(
+      lambda p, c: p if c else None, host, pruning.prunable(host))))
+  n_all = sum(int(v.size) for v in jax.tree.leaves(host))
+  dense = evaluate(state)
+  rows = []
+  for scope in scopes:
+    for s in sparsities:
+      pruned = pruning.apply_masks(host, pruning.magnitude_masks(host, s, scope))
+      metrics = evaluate(state.replace(params=exp.parallel.put_state(pruned)))
+      zeros = pruning.sparsity(pruned)
+      nonzero = n_all - int(round(zeros["total"] * n_kernel))
+      rows.append({"scope": scope, "sparsity": s, **metrics,
+                   "kernel_sparsity": zeros["total"], "nonzero_parameters": nonzero,
+                   "layers": {k: v for k, v in zeros.items() if k != "total"}})
+  return {"dense": {**dense, "parameters": n_all, "kernel_parameters": n_kernel},
+          "pruned": rows}
+
+
+def format_prune(table: dict, title: str) -> str:
+  d = table["dense"]
+  lines = [title, f"{'scope':8} {'sparsity':>8} {'accuracy':>9} {'loss':>8} "
+           f"{'nonzero params':>15}",
+           f"{'dense':8} {0:8.0%} {d['accuracy']:9.2%} {d['loss']:8.4f} {d['parameters']:15,}"]
+  for r in table["pruned"]:
+    lines.append(f"{r['scope']:8} {r['sparsity']:8.0%} {r['accuracy']:9.2%} "
+                 f"{r['loss']:8.4f} {r['nonzero_parameters']:15,}")
+  return "\n".join(lines)
+
+
+def plot_prune(table: dict, path: str, title: str) -> None:
+  from practice_jax.reporting.plots import plt
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for scope, marker in (("global", "o"), ("layer", "s")):
+    rows = [r for r in table["pruned"] if r["scope"] == scope]
+    if rows:
+      ax.plot([0.0] + [r["sparsity"] for r in rows],
+              [table["dense"]["accuracy"]] + [r["accuracy"] for r in rows],
+              marker=marker, label=f"{scope} magnitude pruning")
+  ax.axhline(table["dense"]["accuracy"], color="grey", linestyle=":", label="unpruned")
+  ax.set_xlabel("sparsity (fraction of kernel weights set to zero)")
+  ax.set_ylabel("test accuracy")
+  ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}" if v < 0.995 else f"{v:.1%}")
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def run_prune(workdir: str, which: str | None, sparsities: list[float],
+              scopes: list[str]) -> dict:
+  from practice_jax.reporting.artifacts import Artifacts
+  exp, state, step, which = load_classifier(workdir, which)
+  table = prune_table(exp, state, sparsities, scopes)
+  table.update({"workdir": workdir, "checkpoint": which, "step": int(step),
+                "note": "one-shot magnitude pruning of the kernels, no fine-tuning"})
+  title = f"{exp.task.title()}, one-shot magnitude pruning ({which} checkpoint, step {step})"
+  out = Artifacts(workdir, exp.parallel.is_main, True)
+  out.json("prune.json", table)
+  out.figure("prune.png", lambda path: plot_prune(table, path, title))
+  print(format_prune(table, title + ", test split:"))
+  print(f"written: {workdir}/prune.json, {workdir}/prune.png")
+  return table
+
+
+# -- quantize -------------------------------------------------------------------------------
+
+def _latency_ms(fn, images, repeats: int = 20) -> float:
+  import numpy as np
+  np.asarray(fn(images))                    # compile
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    np.asarray(fn(images))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times) * 1e3)
+
+
+def quantize_table(exp, state, modes: list[str], calibration_examples: int,
+                   latency_batch: int) -> dict:
+  import jax
+  import numpy as np
+
+  from practice_jax import quantize
+  task = exp.task
+  test = exp.source.eval_splits["test"]
+  images, labels = test["image"], test["label"]
+  batch = exp.config.eval_batch_size
+  reference = quantize.float_logits(task, state)
+  float_out = quantize.predict_split(reference, images, batch)
+  float_params = quantize.plain_params(task, state)
+
+  def row(name, fn, params, note):
+    logits = float_out if fn is reference else quantize.predict_split(fn, images, batch)
+    r = {"method": name, "note": note,
+         "accuracy": float(np.mean(logits.argmax(-1) == labels)),
+         "agreement": float(np.mean(logits.argmax(-1) == float_out.argmax(-1))),
+         "max_logit_difference": float(np.max(np.abs(logits - float_out))),
+         "size_bytes": quantize.size_bytes(params)}
+    if latency_batch:
+      r["latency_ms"] = _latency_ms(fn, images[:latency_batch])
+    return r
+
+  rows = [row("float32", reference, float_params, "the trained model")]
+  for mode in modes:
+    if mode == "ours":
+      quantized, dequantized = quantize.int8_weights(float_params)
+      rows.append(row("int8 weights (ours)", quantize.float_logits(task, state, dequantized),
+                      quantized, "per-channel symmetric, dequantized for float compute"))
+    else:
+      calibration = None
+      if mode == "w8a8_static":
+        train_images = exp.source.train["image"]
+        calibration = np.asarray(jax.device_get(train_images[:calibration_examples]))
+      fn, params = quantize.qwix_quantize(task, state, mode, calibration)
+      notes = {"w8": "qwix: Dense int8 weights; conv w8a8 dynamic (qwix needs both)",
+               "w8a8": "qwix: int8 weights and activations, dynamic range",
+               "w8a8_static": f"qwix: int8 weights and activations, static range "
+                              f"({len(calibration)} calibration images)"
+               if calibration is not None else ""}
+      rows.append(row(f"qwix {mode}", fn, params, notes[mode]))
+  return {"rows": rows, "test_examples": int(len(labels)),
+          "latency_batch": latency_batch}
+
+
+def format_quantize(table: dict, title: str) -> str:
+  base = table["rows"][0]["size_bytes"]
+  lines = [title, f"{'method':22} {'accuracy':>9} {'agree':>8} {'max|dlogit|':>11} "
+           f"{'bytes':>11} {'ratio':>6}" + (f" {'ms/call':>8}" if table["latency_batch"] else "")]
+  for r in table["rows"]:
+    lines.append(f"{r['method']:22} {r['accuracy']:9.2%} {r['agreement']:8.2%} "
+                 f"{r['max_logit_difference']:11.4f} {r['size_bytes']:11,} "
+                 f"{base / r['size_bytes']:5.2f}x"
+                 + (f" {r['latency_ms']:8.2f}" if "latency_ms" in r else ""))
+  return "\n".join(lines)
+
+
+def run_quantize(workdir: str, which: str | None, modes: list[str],
+                 calibration_examples: int = 1000, latency_batch: int = 1) -> dict:
+  from practice_jax import quantize
+  from practice_jax.reporting.artifacts import Artifacts
+  allowed = ("ours",) + quantize.QWIX_MODES
+  for mode in modes:
+    if mode not in allowed:
+      raise UserError(f"--modes has {mode!r}; choose from {', '.join(allowed)}.")
+  if any(m != "ours" for m in modes) and not quantize.qwix_available():
+    raise UserError(quantize.QWIX_MISSING)
+  if calibration_examples < 1:
+    raise UserError(f"--calibration_examples={calibration_examples} must be at least 1.")
+  exp, state, step, which = load_classifier(workdir, which)
+  table = quantize_table(exp, state, modes, calibration_examples, latency_batch)
+  table.update({"workdir": workdir, "checkpoint": which, "step": int(step)})
+  Artifacts(workdir, exp.parallel.is_main, True).json("quantize.json", table)
+  print(format_quantize(table, f"{exp.task.title()}: int8 post-training quantization "
+                        f"({which} checkpoint, step {step}), test split, "
+                        f"{table['test_examples']} examples; ms/call: batch of "
+                        f"{latency_batch}, median of 20, this CPU:"))
+  print(f"written: {workdir}/quantize.json")
+  return table
+
+
+def main(argv: list[str]) -> int:
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+      raise UserError(f"Say what to do: python -m practice_jax.compress "
+                      f"{{{'|'.join(COMMANDS)}}} --workdir=DIR [flags].")
+    if not _WORKDIR.value:
+      raise UserError("--workdir is required: the trained run to compress.")
+    if argv[1] == "prune":
+      scopes = [s.strip() for s in _SCOPES.value.split(",") if s.strip()]
+      if not scopes or any(s not in ("global", "layer") for s in scopes):
+        raise UserError(f"--scopes={_SCOPES.value!r}: use global, layer or global,layer.")
+      run_prune(_WORKDIR.value, _CHECKPOINT.value, _floats(_SPARSITIES.value), scopes)
+    else:
+      from practice_jax import quantize
+      modes = [m.strip() for m in _MODES.value.split(",") if m.strip()] or (
+          ["ours", *quantize.QWIX_MODES] if quantize.qwix_available() else ["ours"])
+      run_quantize(_WORKDIR.value, _CHECKPOINT.value, modes, _CALIBRATION.value,
+                   _LATENCY_BATCH.value)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
+  app.run(main)
