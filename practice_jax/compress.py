@@ -34,21 +34,23 @@ from practice_jax.errors import UserError
 
 COMMANDS = ("prune", "quantize")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's workdir.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", None, ["best", "last"],
-                                "Which checkpoint (default: the one the run reported).")
-_SPARSITIES = flags.DEFINE_string("sparsities", "0.5,0.8,0.9,0.95",
-                                  "prune: comma-separated fractions of kernel weights "
-                                  "set to zero, each in [0, 1).")
-_SCOPES = flags.DEFINE_string("scopes", "global,layer",
-                              "prune: 'global', 'layer' or both, comma-separated.")
-_MODES = flags.DEFINE_string(
-    "modes", "", "quantize: comma-separated, of ours, w8, w8a8, w8a8_static (default: "
-    "all; only 'ours' without qwix).")
-_CALIBRATION = flags.DEFINE_integer("calibration_examples", 1000,
-                                    "quantize: training images that calibrate w8a8_static.")
-_LATENCY_BATCH = flags.DEFINE_integer("latency_batch", 1,
-                                      "quantize: images per timed call (0: no timing).")
+def define_flags() -> None:
+  """The command's flags (defined only when it runs, so importing this module defines
+  none and it can share a process with the other commands' modules)."""
+  flags.DEFINE_string("workdir", None, "The trained run's workdir.")
+  flags.DEFINE_enum("checkpoint", None, ["best", "last"],
+                    "Which checkpoint (default: the one the run reported).")
+  flags.DEFINE_string("sparsities", "0.5,0.8,0.9,0.95",
+                      "prune: comma-separated fractions of kernel weights set to zero, "
+                      "each in [0, 1).")
+  flags.DEFINE_string("scopes", "global,layer",
+                      "prune: 'global', 'layer' or both, comma-separated.")
+  flags.DEFINE_string("modes", "", "quantize: comma-separated, of ours, w8, w8a8, "
+                      "w8a8_static (default: all; only 'ours' without qwix).")
+  flags.DEFINE_integer("calibration_examples", 1000,
+                       "quantize: training images that calibrate w8a8_static.")
+  flags.DEFINE_integer("latency_batch", 1,
+                       "quantize: images per timed call (0: no timing).")
 
 
 def _floats(text: str) -> list[float]:
@@ -248,23 +250,24 @@ def run_quantize(workdir: str, which: str | None, modes: list[str],
 
 def main(argv: list[str]) -> int:
   logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
   try:
     if len(argv) != 2 or argv[1] not in COMMANDS:
       raise UserError(f"Say what to do: python -m practice_jax.compress "
                       f"{{{'|'.join(COMMANDS)}}} --workdir=DIR [flags].")
-    if not _WORKDIR.value:
+    if not f.workdir:
       raise UserError("--workdir is required: the trained run to compress.")
     if argv[1] == "prune":
-      scopes = [s.strip() for s in _SCOPES.value.split(",") if s.strip()]
+      scopes = [s.strip() for s in f.scopes.split(",") if s.strip()]
       if not scopes or any(s not in ("global", "layer") for s in scopes):
-        raise UserError(f"--scopes={_SCOPES.value!r}: use global, layer or global,layer.")
-      run_prune(_WORKDIR.value, _CHECKPOINT.value, _floats(_SPARSITIES.value), scopes)
+        raise UserError(f"--scopes={f.scopes!r}: use global, layer or global,layer.")
+      run_prune(f.workdir, f.checkpoint, _floats(f.sparsities), scopes)
     else:
       from practice_jax import quantize
-      modes = [m.strip() for m in _MODES.value.split(",") if m.strip()] or (
+      modes = [m.strip() for m in f.modes.split(",") if m.strip()] or (
           ["ours", *quantize.QWIX_MODES] if quantize.qwix_available() else ["ours"])
-      run_quantize(_WORKDIR.value, _CHECKPOINT.value, modes, _CALIBRATION.value,
-                   _LATENCY_BATCH.value)
+      run_quantize(f.workdir, f.checkpoint, modes, f.calibration_examples,
+                   f.latency_batch)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -273,4 +276,5 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
   quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
+  define_flags()
   app.run(main)

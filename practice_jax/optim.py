@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +94,14 @@ def schedule_config() -> ml_collections.ConfigDict:
   c.step_fractions = (0.5, 0.75)   # step: decay at these fractions of training...
   c.step_factor = 0.1              # ...multiplying the lr by this each time
   c.one_cycle_pct_start = 0.3      # one_cycle: fraction of steps spent rising
+  # Reduce on plateau, on top of any schedule: after `plateau_patience` evaluations
+  # without an improvement of the monitored metric (early_stopping.metric, else the
+  # task's) by more than plateau_min_delta, the learning rate is multiplied by
+  # plateau_factor, down to plateau_min_scale times the schedule's. 1.0 = off.
+  c.plateau_factor = 1.0
+  c.plateau_patience = 2
+  c.plateau_min_delta = 0.0
+  c.plateau_min_scale = 1e-3
   return c
 
 
@@ -145,6 +153,13 @@ def check(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict,
               f"({e}).")
   if sched.warmup_epochs < 0 or sched.warmup_steps < 0:
     return f"{prefix}schedule.warmup_epochs and warmup_steps must be >= 0."
+  if not 0.0 < sched.get("plateau_factor", 1.0) <= 1.0:
+    return (f"{prefix}schedule.plateau_factor={sched.plateau_factor} must be in (0, 1] "
+            f"(1 = off).")
+  if sched.get("plateau_factor", 1.0) < 1.0 and (
+      sched.plateau_patience < 1 or not 0.0 < sched.plateau_min_scale <= 1.0):
+    return (f"{prefix}schedule.plateau_patience must be >= 1 and plateau_min_scale in "
+            f"(0, 1] (got {sched.plateau_patience} and {sched.plateau_min_scale}).")
   if not all(0 < f < 1 for f in sched.step_fractions):
     return (f"{prefix}schedule.step_fractions={tuple(sched.step_fractions)} must be "
             f"fractions of training in (0, 1).")
@@ -239,6 +254,43 @@ def _averaged_over_devices(tx: optax.GradientTransformation) -> optax.GradientTr
   return optax.GradientTransformation(tx.init, update)
 
 
+class PlateauState(NamedTuple):
+  scale: jax.Array      # float32 scalar: the learning rate's factor, 1 until a plateau
+
+
+def scale_by_plateau() -> optax.GradientTransformation:
+  """Multiplies the updates by the scale in its state, which the loop lowers from
+  outside when the monitored metric stops improving (reduce on plateau, driven by
+  validation results; `set_plateau_scale`). Being state, it is checkpointed with the
+  optimizer: a resumed run goes on at the reduced rate."""
+  def init(params):
+    del params
+    return PlateauState(scale=jnp.ones([], jnp.float32))
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+  return optax.GradientTransformation(init, update)
+
+
+def _is_plateau(node: Any) -> bool:
+  return isinstance(node, PlateauState)
+
+
+def plateau_scale(state: Any) -> float | None:
+  """The reduce-on-plateau scale held in a train state (None: not in use)."""
+  found = [n for n in jax.tree.leaves(state, is_leaf=_is_plateau) if _is_plateau(n)]
+  return float(jax.device_get(found[0].scale)) if found else None
+
+
+def set_plateau_scale(state: Any, value: float) -> Any:
+  """`state` with every reduce-on-plateau scale set to `value` (computed from the old
+  arrays, so they keep their placement on the devices)."""
+  return jax.tree.map(
+      lambda n: PlateauState(n.scale * 0 + jnp.float32(value)) if _is_plateau(n) else n,
+      state, is_leaf=_is_plateau)
+
+
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -326,6 +378,8 @@ def build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan
   if opt.weight_decay:
     parts.append(optax.add_decayed_weights(opt.weight_decay, mask))
   parts.append(optax.scale_by_learning_rate(schedule))
+  if sched.get("plateau_factor", 1.0) < 1.0:
+    parts.append(scale_by_plateau())
   if opt.lr_groups:
     parts.append(_group_scale([tuple(g) for g in opt.lr_groups]))
   if opt.get("prune_sparsity", 0.0):   # last: its updates zero the pruned weights

@@ -167,6 +167,24 @@ def _itstime(step: int, new_step: int, every: int) -> bool:
   return every > 0 and new_step // every > step // every
 
 
+def _reduce_on_plateau(tracker: EarlyStopping, state: Any, value: float, step: int,
+                       sched: ml_collections.ConfigDict) -> tuple[Any, str]:
+  """Records one evaluation; after `plateau_patience` without improvement, multiplies
+  the learning rate's scale in the optimizer state by plateau_factor (floored at
+  plateau_min_scale). Returns the state and what to add to the console line."""
+  tracker.update(value, step)
+  if tracker.bad_evaluations < tracker.patience:
+    return state, ""
+  tracker.bad_evaluations = 0
+  old = optim.plateau_scale(state)
+  if old is None:          # a task whose optimizers are not optim.build's
+    return state, ""
+  new = max(old * sched.plateau_factor, sched.plateau_min_scale)
+  if new >= old:
+    return state, ""
+  return optim.set_plateau_scale(state, new), f" | plateau: lr x{new:.3g}"
+
+
 def _add(a: dict[str, float] | None, b: dict[str, Any]) -> dict[str, float]:
   b = {k: float(v) for k, v in jax.device_get(b).items()}
   return b if a is None else {k: a[k] + b[k] for k in a}
@@ -184,6 +202,10 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   monitored_evaluator, _, monitored_name = monitor.partition("/")
   stopper = EarlyStopping(monitor, task.METRICS[monitored_name].higher_is_better,
                           config.early_stopping.patience, config.early_stopping.min_delta)
+  sched = config.schedule
+  plateau = (EarlyStopping(monitor, stopper.higher_is_better, sched.plateau_patience,
+                           sched.plateau_min_delta)
+             if sched.get("plateau_factor", 1.0) < 1.0 else None)
   # What the console counts in: epochs (steps per epoch), or steps for a run of a fixed
   # number of steps (None).
   counted_epoch = None if config.num_steps else per_epoch
@@ -198,6 +220,9 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
       stopper.bad_evaluations = saved["bad_evaluations"]
       stopper.stopped = 0 < stopper.patience <= stopper.bad_evaluations
     window, epoch_sums = meta.get("window"), meta.get("epoch_sums")
+    if plateau is not None and (meta.get("plateau") or {}).get("metric") == plateau.metric:
+      plateau.best, plateau.best_step = meta["plateau"]["best"], meta["plateau"]["best_step"]
+      plateau.bad_evaluations = meta["plateau"]["bad_evaluations"]
     if meta.get("process_count", 1) != parallel.process_count:
       # Each process draws from its own share of the data: other shares, other batches.
       print(f"warning: this run was checkpointed by {meta.get('process_count', 1)} "
@@ -293,6 +318,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
       scalars = {f"train/{k}": v for k, v in task.summarize(window).items()}
       scalars.update({f"train/{name}": float(schedule(new_step - 1))
                       for name, schedule in task.schedules.items()})
+      if plateau is not None:
+        scalars["train/plateau_scale"] = optim.plateau_scale(state)
       writer.write_scalars(new_step, scalars)
       window = None
     evaluate_now = (_itstime(step, new_step, config.eval_every_steps) or
@@ -305,6 +332,9 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
       if monitored is not None and stopper.update(monitored, new_step):
         best_ckpt.save(new_step, state, {monitor: monitored, "task": task.metadata()})
         line += " *"
+      if monitored is not None and plateau is not None:
+        state, reduced = _reduce_on_plateau(plateau, state, monitored, new_step, sched)
+        line += reduced
       progress.message(line)
       if stopper.stopped:
         progress.message(
@@ -317,6 +347,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
       writer.flush()       # every record up to this step is on disk before the checkpoint
       ckpt.save(new_step, state, {"epoch": new_step / per_epoch if per_epoch else None,
                                   "early_stopping": dataclasses.asdict(stopper),
+                                  "plateau": plateau and dataclasses.asdict(plateau),
                                   "window": window, "epoch_sums": epoch_sums,
                                   "task": task.metadata(),
                                   "process_count": parallel.process_count})

@@ -68,6 +68,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check(par.mode == "jit" or jax.process_count() == 1,
          "config.parallel.mode='pmap' runs in one process; use mode='jit' (the default) "
          "for multi-process runs.")
+  _check(par.mode == "jit" or config.schedule.get("plateau_factor", 1.0) == 1.0,
+         "config.schedule.plateau_factor (reduce on plateau) runs in mode='jit' (the "
+         "default); set config.parallel.mode='jit' or plateau_factor=1.0.")
   _check(par.fsdp_min_size >= 0,
          f"config.parallel.fsdp_min_size={par.fsdp_min_size} must be >= 0.")
   for key in ("batch_size", "eval_batch_size"):
