@@ -59,6 +59,14 @@ class EarlyStopping:
   bad_evaluations: int = 0
   stopped: bool = False
 
+  def resume(self, saved: dict | None) -> None:
+    """Takes over the progress checkpointed as `dataclasses.asdict` of a tracker of the
+    same metric (progress carries over; the settings are the config's)."""
+    if saved and saved.get("metric") == self.metric:
+      self.best, self.best_step = saved["best"], saved["best_step"]
+      self.bad_evaluations = saved["bad_evaluations"]
+      self.stopped = 0 < self.patience <= self.bad_evaluations
+
   def update(self, value: float, step: int) -> bool:
     """Records one evaluation; returns whether it is a new best."""
     sign = 1.0 if self.higher_is_better else -1.0
@@ -214,15 +222,10 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     state, meta, warnings = ckpt.restore_latest_good(state)
     for warning in warnings:
       print(warning, file=sys.stderr)
-    saved = meta.get("early_stopping", {})
-    if saved.get("metric") == stopper.metric:   # progress carries over; settings are the config's
-      stopper.best, stopper.best_step = saved["best"], saved["best_step"]
-      stopper.bad_evaluations = saved["bad_evaluations"]
-      stopper.stopped = 0 < stopper.patience <= stopper.bad_evaluations
+    stopper.resume(meta.get("early_stopping"))
+    if plateau is not None:
+      plateau.resume(meta.get("plateau"))
     window, epoch_sums = meta.get("window"), meta.get("epoch_sums")
-    if plateau is not None and (meta.get("plateau") or {}).get("metric") == plateau.metric:
-      plateau.best, plateau.best_step = meta["plateau"]["best"], meta["plateau"]["best_step"]
-      plateau.bad_evaluations = meta["plateau"]["bad_evaluations"]
     if meta.get("process_count", 1) != parallel.process_count:
       # Each process draws from its own share of the data: other shares, other batches.
       print(f"warning: this run was checkpointed by {meta.get('process_count', 1)} "
