@@ -2,7 +2,8 @@
 
 orbax writes each step into a temporary directory and renames it when complete, so a run
 killed mid-save never leaves a half-written checkpoint that looks like the latest one.
-Saves are asynchronous: training continues while the arrays are written.
+Saves are asynchronous: training continues while the arrays are written. orbax is
+imported when a Checkpointer is made (a second or more), not when this module is.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import os
 import shutil
 import time
 from typing import Any
-
-import orbax.checkpoint as ocp
 
 from practice_jax.errors import UserError
 from practice_jax.parallel import is_main_process, sync
@@ -49,6 +48,7 @@ def _size_mb(path: str) -> float:
 class Checkpointer:
 
   def __init__(self, directory: str, keep: int, create: bool = True):
+    import orbax.checkpoint as ocp
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
@@ -94,12 +94,14 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Saves `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`."""
+    import orbax.checkpoint as ocp
     self._guarded(lambda: self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True), step)
 
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores checkpoint `step` (default: latest) into the structure and shardings of
     `target`; returns (state, meta)."""
+    import orbax.checkpoint as ocp
     step = self.latest_step() if step is None else step
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
@@ -107,6 +109,7 @@ class Checkpointer:
 
   def read_meta(self, step: int | None = None) -> dict[str, Any]:
     """Only the JSON metadata of checkpoint `step` (default: latest)."""
+    import orbax.checkpoint as ocp
     step = self.latest_step() if step is None else step
     restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])

@@ -45,7 +45,6 @@ import numpy as np
 from absl import app, flags, logging
 
 from practice_jax import quiet
-from practice_jax.data.images import fit_colour, read_image
 from practice_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
@@ -71,6 +70,9 @@ _EXPLAIN = flags.DEFINE_bool(
     "to WORKDIR/inside/explain_<image name>.png.")
 _SAVE_INPUTS = flags.DEFINE_string(
     "save_inputs", None, "Folder to write each image to as the model sees it (PNG).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "~/.cache/practice_jax/xla",
+    "Persistent XLA compilation cache folder, shared with main ('' to disable).")
 
 # How each one-channel dataset's images were framed: the box the object was fitted in
 # (as a fraction of the field) and what was centred. MNIST: LeCun et al.'s description;
@@ -152,6 +154,7 @@ def to_model_input(image: np.ndarray, shape: tuple[int, int, int], invert: str =
     notes.append(f"framed as {dataset} from {size}")
     return frame(image, height, round(height * fraction), centre), notes
   notes.append(f"resized from {size}")
+  from practice_jax.data.images import fit_colour
   return fit_colour(image, height, width), notes
 
 
@@ -159,6 +162,7 @@ def _as_in_folder(image: np.ndarray, shape, path: str) -> tuple[np.ndarray, list
   """A run trained on an image folder: any size, brought to the model's as its training
   images were (data/folders.py: centre crop to a square, resize); inverted only with
   --invert=yes."""
+  from practice_jax.data.images import fit_colour
   notes = []
   if _INVERT.value == "yes":
     image, notes = 255 - image, ["inverted"]
@@ -173,16 +177,49 @@ def _input_spec(task) -> tuple[tuple[int, int, int], list[str]]:
   return tuple(task.image_shape), list(task.class_names)
 
 
+def _input_problem(paths: list[str]) -> str | None:
+  """One sentence if no input is given, a file is missing or the workdir holds no run."""
+  if not paths:
+    return "No images given; pass one or more image files after the flags."
+  for path in paths:
+    if not os.path.exists(path):
+      return f"{path} does not exist."
+    if os.path.isdir(path):
+      return f"{path} is a folder; pass image files (or a CSV file for a table run)."
+  if not os.path.isfile(os.path.join(_WORKDIR.value, "config.json")):   # as workdir.py says
+    return (f"{_WORKDIR.value} holds no practice_jax run (no config.json); pass the "
+            f"--workdir of a run started with python -m practice_jax.main.")
+  return None
+
+
+def enable_compilation_cache(folder: str) -> None:
+  """JAX's persistent compilation cache in `folder` ('' = off), for every compiled
+  program however quickly it compiles: a command that runs once per invocation, like
+  predict, spends most of its time compiling small programs (building the state to
+  restore into, the model), each read back in milliseconds on the next call."""
+  if not folder:
+    return
+  import jax
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(folder))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def main(argv: list[str]) -> int:
   paths = argv[1:]
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  # What can be said without the run is said before JAX and the run load (seconds).
+  problem = _input_problem(paths)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
   import jax
+  enable_compilation_cache(_COMPILATION_CACHE.value)
 
   from practice_jax import train
+  from practice_jax.data.images import read_image
   try:
-    if not paths:
-      raise UserError("No images given; pass one or more image files after the flags.")
     exp, state, _, _ = train.load_trained(_WORKDIR.value, _CHECKPOINT.value)
     if exp.config.data.name == "csv":
       return _predict_tables(exp, state, paths)
@@ -267,4 +304,9 @@ def _predict_tables(exp, state, paths: list[str]) -> int:
 
 if __name__ == "__main__":
   quiet.install()   # before TensorFlow or XLA load; --verbosity shows their lines
+  if any(a in ("-h", "--help", "--helpshort", "-?") for a in sys.argv[1:]):
+    # absl prints its help and exits with status 1; asking for help is not an error.
+    print(__doc__.strip() + "\n")
+    print(flags.FLAGS.main_module_help())
+    sys.exit(0)
   app.run(main)

@@ -1,17 +1,26 @@
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from practice_jax.config_base import base_config
-from practice_jax.data import in_memory, tfds_source
+from practice_jax.data import catalogue, in_memory, tfds_source
 from practice_jax.errors import UserError
 from practice_jax.parallel import DataParallel
 from practice_jax.state import DATA_STREAM, stream_key
 from practice_jax.tasks.base import pad_for_eval
+
+
+@pytest.fixture(autouse=True)
+def own_array_cache(tmp_path, monkeypatch):
+  """Every test's decoded-array cache in its own folder, never the user's."""
+  monkeypatch.setenv("PRACTICE_JAX_DATA_CACHE", str(tmp_path / "cache"))
 
 
 def test_epoch_permutation_is_a_function_of_seed_and_epoch():
@@ -65,7 +74,7 @@ def test_array_source_batches_follow_the_epoch_permutation():
     source.batches(3, 3, local_batch)
 
 
-def test_load_classification_from_mock_tfds(mock_tfds):
+def test_load_classification_from_mock_tfds(mock_tfds, tmp_path):
   cfg = base_config().data
   cfg.name, cfg.validation_size = "cifar10", 10
   data = in_memory.load_classification(cfg)
@@ -74,6 +83,7 @@ def test_load_classification_from_mock_tfds(mock_tfds):
   assert data.train["image"].dtype == np.uint8 and data.train["label"].dtype == np.int32
   assert data.num_classes == 10 and len(data.class_names) == 10
   chex.assert_shape([data.mean, data.std], (3,))
+  assert not (tmp_path / "cache").exists()   # TFDS's mock examples are never cached
 
 
 def test_missing_data_offline_fails_fast_with_both_remedies(tmp_path, monkeypatch):
@@ -146,3 +156,147 @@ def test_a_damaged_prepared_dataset_is_one_sentence(tmp_path, mnist_files):
                                       r"delete that folder and prepare it again"):
     in_memory.load_classification(cfg)
   del builder
+
+
+# -- the decoded-array cache (tfds_source.load_image_splits) -----------------------------
+
+TINY = "pjax_tiny_digits"
+
+
+@pytest.fixture(scope="module")
+def tiny_builder():
+  """A TFDS image dataset of random 28x28 digits (30 train, 12 test), registered once per
+  process; its `seed` decides the images."""
+  import tensorflow_datasets as tfds
+
+  class PjaxTinyDigits(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+    seed = 0
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(28, 28, 1)),
+          "label": tfds.features.ClassLabel(num_classes=10)}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(30, 0), "test": self._generate_examples(12, 1)}
+
+    def _generate_examples(self, n, split_seed):
+      rng = np.random.default_rng([type(self).seed, split_seed])
+      for i in range(n):
+        yield i, {"image": rng.integers(0, 256, (28, 28, 1), dtype=np.uint8),
+                  "label": int(rng.integers(10))}
+
+  return PjaxTinyDigits
+
+
+@pytest.fixture
+def tiny_dataset(tiny_builder, tmp_path, monkeypatch):
+  """config.data of the tiny dataset prepared by TFDS in tmp_path/tfds (real files, as
+  `prepare` leaves them); the array cache in tmp_path/cache."""
+  monkeypatch.setitem(catalogue.CATALOGUE, TINY, catalogue.DatasetSpec(
+      TINY, "image", image_shape=(28, 28, 1), num_classes=10))
+  monkeypatch.setattr(tiny_builder, "seed", 0)
+  tfds_source.prepare(TINY, str(tmp_path / "tfds"))
+  cfg = base_config().data
+  cfg.name, cfg.data_dir, cfg.validation_size = TINY, str(tmp_path / "tfds"), 6
+  return cfg
+
+
+def as_arrays(data) -> dict[str, np.ndarray]:
+  arrays = {f"{name}_{k}": v for name, split in
+            (("train", data.train), ("validation", data.validation), ("test", data.test))
+            for k, v in split.items()}
+  return {**arrays, "mean": data.mean, "std": data.std}
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+  assert sorted(a) == sorted(b)
+  for k in a:
+    assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+    assert np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes(), k
+
+
+def through_tfds(cfg, monkeypatch):
+  """The dataset read through TFDS alone, the cache off (as before the cache existed)."""
+  with monkeypatch.context() as m:
+    m.setenv("PRACTICE_JAX_DATA_CACHE", "0")
+    return as_arrays(in_memory.load_classification(cfg))
+
+
+LOAD_IN_A_FRESH_PROCESS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from practice_jax.config_base import base_config
+    from practice_jax.data import catalogue, in_memory
+    name, data_dir, out = sys.argv[1:]
+    catalogue.CATALOGUE[name] = catalogue.DatasetSpec(name, "image", image_shape=(28, 28, 1),
+                                                      num_classes=10)
+    cfg = base_config().data
+    cfg.name, cfg.data_dir, cfg.validation_size = name, data_dir, 6
+    data = in_memory.load_classification(cfg)
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    np.savez(out, mean=data.mean, std=data.std,
+             **{f"{s}_{k}": v for s, split in splits.items() for k, v in split.items()})
+    print(data.class_names)
+    print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")))
+    """)
+
+
+def test_a_second_run_reads_the_cached_arrays_without_tensorflow(tiny_dataset, tmp_path,
+                                                                  monkeypatch):
+  reference = through_tfds(tiny_dataset, monkeypatch)
+  assert not (tmp_path / "cache").exists()
+  first = in_memory.load_classification(tiny_dataset)     # decodes, then caches
+  assert_bitwise_equal(as_arrays(first), reference)
+  assert len(list((tmp_path / "cache" / TINY).glob("*/image.npy"))) == 2   # train, test
+  script = tmp_path / "load.py"
+  script.write_text(LOAD_IN_A_FRESH_PROCESS)
+  out = tmp_path / "second.npz"
+  result = subprocess.run([sys.executable, str(script), TINY, tiny_dataset.data_dir, str(out)],
+                          env={**os.environ, "PRACTICE_JAX_DATA_CACHE": str(tmp_path / "cache")},
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  names, modules = result.stdout.strip().splitlines()[-2:]
+  assert modules == "[]"                                   # no TensorFlow, no TFDS
+  assert names == str(first.class_names)
+  with np.load(out) as second:
+    assert_bitwise_equal(dict(second), reference)          # channel statistics included
+
+
+def test_a_changed_dataset_is_decoded_again(tiny_dataset, tiny_builder, tmp_path, monkeypatch):
+  old = as_arrays(in_memory.load_classification(tiny_dataset))
+  # The dataset prepared again, with other images (as after a new download or version).
+  import shutil
+  shutil.rmtree(os.path.join(tiny_dataset.data_dir, TINY))
+  monkeypatch.setattr(tiny_builder, "seed", 1)
+  tfds_source.prepare(TINY, tiny_dataset.data_dir)
+  new = as_arrays(in_memory.load_classification(tiny_dataset))
+  assert not np.array_equal(new["train_image"], old["train_image"])
+  assert_bitwise_equal(new, through_tfds(tiny_dataset, monkeypatch))
+  # A file of the prepared copy changed in place (its time) is another fingerprint too.
+  key = tfds_source.fingerprint(TINY, tiny_dataset.data_dir, "train")
+  shard = next(p for p in (tmp_path / "tfds").rglob("*train.tfrecord*"))
+  os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+  assert tfds_source.fingerprint(TINY, tiny_dataset.data_dir, "train") != key
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tiny_dataset, tmp_path, monkeypatch,
+                                                         capsys, damage):
+  reference = as_arrays(in_memory.load_classification(tiny_dataset))
+  images = next((tmp_path / "cache" / TINY).glob("train-*/image.npy"))
+  data = bytearray(images.read_bytes())
+  if damage == "flipped byte":
+    data[-5] ^= 0xFF
+  else:
+    data = data[:len(data) // 2]
+  images.write_bytes(bytes(data))
+  capsys.readouterr()
+  again = as_arrays(in_memory.load_classification(tiny_dataset))
+  err = capsys.readouterr().err
+  assert f"warning: the cached arrays in {images.parent} are damaged" in err
+  assert err.count("\n") == 1
+  assert_bitwise_equal(again, reference)
+  as_arrays(in_memory.load_classification(tiny_dataset))   # rebuilt: read quietly now
+  assert capsys.readouterr().err == ""

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from practice_jax import predict
+from practice_jax.data.images import read_image
 from practice_jax.errors import UserError
 
 MNIST = (28, 28, 1)
@@ -111,14 +112,39 @@ def test_read_image_converts_and_puts_transparent_pixels_on_white_paper(tmp_path
   image = Image.new("RGBA", (40, 30), (0, 0, 0, 0))      # transparent black, as drawn
   ImageDraw.Draw(image).line([(5, 15), (35, 15)], fill=(0, 0, 0, 255), width=3)
   image.save(tmp_path / "drawn.png")
-  grey = predict.read_image(str(tmp_path / "drawn.png"), 1)
+  grey = read_image(str(tmp_path / "drawn.png"), 1)
   assert grey.shape == (30, 40, 1) and grey[0, 0, 0] == 255 and grey[15, 20, 0] == 0
-  assert predict.read_image(str(tmp_path / "drawn.png"), 3).shape == (30, 40, 3)
+  assert read_image(str(tmp_path / "drawn.png"), 3).shape == (30, 40, 3)
 
 
 def test_unreadable_files_are_named(tmp_path):
   with pytest.raises(UserError, match="missing.png does not exist"):
-    predict.read_image(str(tmp_path / "missing.png"), 1)
+    read_image(str(tmp_path / "missing.png"), 1)
   (tmp_path / "junk.png").write_text("not an image")
   with pytest.raises(UserError, match="junk.png is not a readable image"):
-    predict.read_image(str(tmp_path / "junk.png"), 1)
+    read_image(str(tmp_path / "junk.png"), 1)
+
+
+def test_a_missing_input_is_said_before_jax_or_the_run_loads(tmp_path):
+  """A wrong path is one sentence from the command line, before JAX is imported (it used
+  to take the whole start-up, seconds, to say so); so is a workdir without a run."""
+  import subprocess
+  import sys
+
+  from conftest import REPO
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text("{}")
+  for args, said in [([f"--workdir={workdir}", str(tmp_path / "missing.png")],
+                      f"error: {tmp_path / 'missing.png'} does not exist."),
+                     ([f"--workdir={tmp_path / 'nowhere'}", str(tmp_path / "missing.png")],
+                      f"error: {tmp_path / 'missing.png'} does not exist."),
+                     ([f"--workdir={tmp_path}", __file__],
+                      f"error: {tmp_path} holds no practice_jax run (no config.json)")]:
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "practice_jax.predict",
+                             *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(said), lines
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not imported & {"jax", "orbax.checkpoint", "tensorflow", "practice_jax.train"}

@@ -43,6 +43,12 @@ def test_a_run_writes_its_results_and_resumes_exactly(mock_tfds, tmp_path, capsy
   metrics = writers.read_metrics(str(out))
   test = [r for r in metrics if r["split"] == "test"]
   assert len(test) == 1 and test[0]["accuracy"] == record["final"]["test"]["accuracy"]
+  # TensorBoard reads the same scalars back from its event file.
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  events = EventAccumulator(str(out / "tensorboard"))
+  events.Reload()
+  assert "test/accuracy" in events.Tags()["scalars"]
+  assert events.Scalars("test/accuracy")[-1].value == pytest.approx(test[0]["accuracy"])
   assert {r["split"] for r in metrics} == {"train", "validation", "test"}
   assert [r["step"] for r in metrics if r["split"] == "validation"] == [0, 6, 12]
 

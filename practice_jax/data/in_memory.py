@@ -107,25 +107,33 @@ def load_classification(cfg: ml_collections.ConfigDict) -> ClassificationData:
   are combined over all shares; validation and test splits are read whole by every
   process (each evaluates its part of every batch)."""
   spec = catalogue.CATALOGUE[cfg.name]
-  builder = tfds_source.prepare(cfg.name, cfg.data_dir, cfg.manual_dir)
   process, count = jax.process_index(), jax.process_count()
-  if count == 1:
-    train, validation = split_validation(tfds_source.load_split(builder, spec.train_split),
-                                         cfg.validation_size)
+  if count == 1:   # from the decoded-array cache when it is there (tfds_source)
+    splits, names = tfds_source.load_image_splits(
+        cfg.name, cfg.data_dir, cfg.manual_dir, (spec.train_split, spec.test_split))
+    train, validation = split_validation(splits[spec.train_split], cfg.validation_size)
     train = labelled_subset(train, cfg.get("train_examples", 0))
-    mean, std = channel_stats(train["image"])
-  else:
-    if cfg.get("train_examples", 0):
-      raise UserError("config.data.train_examples works in one process; run with one "
-                      "process or leave it at 0.")
-    n = builder.info.splits[spec.train_split].num_examples
-    _check_validation_size(cfg.validation_size, n)
-    keep = n - cfg.validation_size
-    shard = tfds_source.even_split(f"{spec.train_split}[:{keep}]", count, process)
-    train = tfds_source.load_split(builder, shard)
-    validation = (tfds_source.load_split(builder, f"{spec.train_split}[{keep}:]")
-                  if cfg.validation_size else None)
-    mean, std = _global_channel_stats(train["image"])
+    # Seconds of float64 arithmetic over every pixel: kept beside the cached arrays.
+    mean, std = tfds_source.remembered(
+        cfg.name, cfg.data_dir, spec.train_split,
+        f"channel_stats(validation_size={cfg.validation_size}, "
+        f"train_examples={cfg.get('train_examples', 0)})",
+        lambda: channel_stats(train["image"]))
+    return ClassificationData(
+        train=train, validation=validation, test=splits[spec.test_split],
+        num_classes=spec.num_classes, class_names=names, mean=mean, std=std)
+  builder = tfds_source.prepare(cfg.name, cfg.data_dir, cfg.manual_dir)
+  if cfg.get("train_examples", 0):
+    raise UserError("config.data.train_examples works in one process; run with one "
+                    "process or leave it at 0.")
+  n = builder.info.splits[spec.train_split].num_examples
+  _check_validation_size(cfg.validation_size, n)
+  keep = n - cfg.validation_size
+  shard = tfds_source.even_split(f"{spec.train_split}[:{keep}]", count, process)
+  train = tfds_source.load_split(builder, shard)
+  validation = (tfds_source.load_split(builder, f"{spec.train_split}[{keep}:]")
+                if cfg.validation_size else None)
+  mean, std = _global_channel_stats(train["image"])
   return ClassificationData(
       train=train, validation=validation,
       test=tfds_source.load_split(builder, spec.test_split),

@@ -7,14 +7,33 @@ because MNIST and Fashion-MNIST files share names.
 
 Without the files and without a network TFDS would retry downloads for minutes; we probe
 the download hosts first (a few seconds) and fail with one sentence naming both remedies.
+
+Reading an image dataset through TFDS decodes every PNG through TensorFlow (importing it
+takes seconds, decoding MNIST more). So `load_image_splits` keeps each split's decoded
+arrays as ``.npy`` files in ``$PRACTICE_JAX_DATA_CACHE`` (default
+``~/.cache/practice_jax/tfds``; ``0`` turns the cache off), one folder per (dataset, split,
+TFDS data directory), with a fingerprint of the prepared files (names, sizes,
+modification times, ``dataset_info.json``), the installed TFDS version and the decoding
+settings: a run whose fingerprint matches reads the arrays memory-mapped and never imports
+TensorFlow; a re-prepared dataset or another TFDS version decodes again. Files are written
+to a temporary folder and renamed into place whole; one that fails its checksum is decoded
+again with a warning; a cache that cannot be written is skipped (the run goes on).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import re
+import shutil
 import socket
+import sys
+import time
 import urllib.parse
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +151,226 @@ def even_split(split: str, count: int, index: int) -> str:
 
 def class_names(builder) -> list[str]:
   return list(builder.info.features["label"].names)
+
+
+
+# -- the decoded arrays, cached (see the module docstring) --------------------------------
+
+CACHE_VERSION = 1
+_FIELDS = {"image": "uint8", "label": "int32"}          # what load_split decodes to
+_VERSION_DIR = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+def cache_root() -> str | None:
+  """The cache folder, or None when $PRACTICE_JAX_DATA_CACHE turns it off (0, off, '')."""
+  value = os.environ.get("PRACTICE_JAX_DATA_CACHE")
+  if value is None:
+    return os.path.expanduser("~/.cache/practice_jax/tfds")
+  if value.strip().lower() in ("", "0", "off", "false", "no"):
+    return None
+  return os.path.expanduser(value)
+
+
+@functools.lru_cache(maxsize=1)
+def _tfds_version() -> str:
+  import importlib.metadata
+  try:
+    return importlib.metadata.version("tensorflow-datasets")
+  except importlib.metadata.PackageNotFoundError:
+    return "unknown"
+
+
+def _tfds_mocked() -> bool:
+  """Whether tfds.testing.mock_data is in effect (tests): its examples come from TFDS, not
+  from any prepared files, so they are neither read from nor written to the cache."""
+  core = sys.modules.get("tensorflow_datasets.core.dataset_builder")
+  method = getattr(getattr(core, "DatasetBuilder", None), "download_and_prepare", None)
+  return getattr(method, "__name__", "") == "mock_download_and_prepare"
+
+
+def fingerprint(name: str, data_dir: str, split: str) -> str | None:
+  """Of the prepared copy of dataset `name` in `data_dir` (every version folder TFDS could
+  read: each file's name, size and modification time, and dataset_info.json's bytes), the
+  installed TFDS version, `split` and the decoding settings; None if no copy is prepared
+  there (TFDS then prepares it first)."""
+  root = Path(data_dir) / CATALOGUE[name].tfds_name
+  try:
+    versions = sorted(v for v in os.listdir(root)
+                      if _VERSION_DIR.match(v) and (root / v / "dataset_info.json").is_file())
+  except OSError:
+    return None
+  if not versions:
+    return None
+  h = hashlib.blake2b(digest_size=16)
+  h.update(json.dumps([CACHE_VERSION, name, CATALOGUE[name].tfds_name, split,
+                       _tfds_version(), _FIELDS]).encode())
+  for version in versions:
+    for folder, dirs, files in os.walk(root / version):
+      dirs.sort()
+      for f in sorted(files):
+        path = os.path.join(folder, f)
+        st = os.stat(path)
+        h.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\1".encode())
+    h.update((root / version / "dataset_info.json").read_bytes())
+  return h.hexdigest()
+
+
+def _entry(root: str, name: str, data_dir: str, split: str) -> Path:
+  """The cache folder of (dataset, split, data directory)."""
+  where = hashlib.blake2b(os.path.realpath(data_dir).encode(), digest_size=6).hexdigest()
+  return Path(root) / name / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{where}"
+
+
+def _crc32(path: Path) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      crc = zlib.crc32(block, crc)
+  return crc
+
+
+def _read_cache(entry: Path, key: str) -> tuple[dict[str, np.ndarray], list[str]] | None:
+  """The cached split (memory-mapped, read-only) and class names if `entry` holds the
+  arrays of fingerprint `key`; None if it is absent or stale; a damaged one is None with
+  a warning (it is decoded and written again)."""
+  try:
+    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    return _damaged(entry, f"meta.json unreadable: {e}")
+  if meta.get("fingerprint") != key:
+    return None                   # another preparation or TFDS version: decoded again
+  arrays = {}
+  try:
+    for field, dtype in _FIELDS.items():
+      path = entry / f"{field}.npy"
+      expected = meta["files"][field]
+      if path.stat().st_size != expected["size"] or _crc32(path) != expected["crc32"]:
+        return _damaged(entry, f"{path.name} does not match its checksum")
+      array = np.load(path, mmap_mode="r", allow_pickle=False)
+      if array.dtype != np.dtype(dtype) or list(array.shape) != expected["shape"]:
+        return _damaged(entry, f"{path.name} has the wrong shape or type")
+      arrays[field] = np.asarray(array)
+    return arrays, list(meta["class_names"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    return _damaged(entry, f"{type(e).__name__}: {e}")
+
+
+def _damaged(entry: Path, reason: str) -> None:
+  print(f"warning: the cached arrays in {entry} are damaged ({reason}); decoding the "
+        f"dataset again.", file=sys.stderr, flush=True)
+  return None
+
+
+def _write_cache(entry: Path, key: str, data_dir: str, arrays: dict[str, np.ndarray],
+                 class_names: list[str]) -> None:
+  """Writes the split to a temporary folder beside `entry` and renames it into place; a
+  cache that cannot be written (read-only home, full disk) is skipped with a warning."""
+  tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
+  try:
+    tmp.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for field, dtype in _FIELDS.items():
+      path = tmp / f"{field}.npy"
+      array = np.ascontiguousarray(arrays[field], dtype=dtype)
+      with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+      files[field] = {"size": path.stat().st_size, "crc32": _crc32(path),
+                      "shape": list(array.shape)}
+    (tmp / "meta.json").write_text(json.dumps(
+        {"fingerprint": key, "data_dir": os.path.realpath(data_dir), "files": files,
+         "class_names": list(class_names), "written": time.time()}), encoding="utf-8")
+    old = entry.with_name(f"{entry.name}.old{os.getpid()}")
+    if entry.exists():
+      os.replace(entry, old)      # a folder cannot be renamed onto a non-empty one
+    os.replace(tmp, entry)
+    shutil.rmtree(old, ignore_errors=True)
+    _forget_removed_data_dirs(entry.parent)
+  except OSError as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"warning: could not cache the decoded arrays in {entry.parent} ({e}); the next "
+          f"run decodes the dataset again.", file=sys.stderr, flush=True)
+
+
+def _forget_removed_data_dirs(folder: Path) -> None:
+  """Deletes the entries of data directories that no longer exist (e.g. tests' temporary
+  ones), and temporary folders an interrupted write left over an hour ago."""
+  for entry in folder.iterdir():
+    try:
+      if ".tmp" in entry.name or ".old" in entry.name:
+        if time.time() - entry.stat().st_mtime > 3600:
+          shutil.rmtree(entry, ignore_errors=True)
+        continue
+      meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+      if not os.path.isdir(meta["data_dir"]):
+        shutil.rmtree(entry, ignore_errors=True)
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+
+
+def remembered(name: str, data_dir: str | None, split: str, what: str,
+               compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+  """`compute()` (a few small float32 arrays computed from the split's arrays, e.g. the
+  channel statistics), kept as `what` beside the split's cached arrays, so a later run
+  reads exactly the values (bit for bit) instead of computing them again; computed
+  every time when the split is not cached."""
+  data_dir = data_dir or default_data_dir()
+  root = None if _tfds_mocked() else cache_root()
+  key = fingerprint(name, data_dir, split) if root else None
+  if key is None:
+    return compute()
+  entry = _entry(root, name, data_dir, split)
+  try:
+    memo = json.loads((entry / "memo.json").read_text(encoding="utf-8"))
+    if memo.get("fingerprint") == key and what in memo["values"]:
+      return tuple(np.asarray(v, np.float32) for v in memo["values"][what])
+  except (OSError, ValueError, KeyError, TypeError):
+    memo = None
+  values = compute()
+  try:
+    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("fingerprint") != key:
+      return values                 # the split's arrays are not (or no longer) cached
+    if not memo or memo.get("fingerprint") != key:
+      memo = {"fingerprint": key, "values": {}}
+    # float32 -> Python float (a double) -> float32 is exact: the same bits come back.
+    memo["values"][what] = [np.asarray(v, np.float32).tolist() for v in values]
+    tmp = entry / f"memo.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(memo), encoding="utf-8")
+    os.replace(tmp, entry / "memo.json")
+  except (OSError, ValueError, KeyError, TypeError):
+    pass                            # not kept: computed again next time
+  return values
+
+
+def load_image_splits(name: str, data_dir: str | None, manual_dir: str | None,
+                      splits: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+  """({split: {'image': uint8 NHWC, 'label': int32 N}}, class names) of image dataset
+  `name`: from the cache when it holds the prepared files' arrays (no TensorFlow), else
+  read through TFDS (preparing the dataset first if needed) and cached."""
+  data_dir = data_dir or default_data_dir()
+  root = None if _tfds_mocked() else cache_root()
+  found, names = {}, None
+  if root:
+    for split in splits:
+      key = fingerprint(name, data_dir, split)
+      hit = _read_cache(_entry(root, name, data_dir, split), key) if key else None
+      if hit:
+        found[split], names = hit
+  if len(found) == len(splits):
+    return {s: found[s] for s in splits}, names
+  builder = prepare(name, data_dir, manual_dir)
+  names = class_names(builder)
+  todo = [s for s in splits if s not in found]
+  if root:
+    print(f"Decoding {name} ({' and '.join(todo)}) through TFDS, once: the arrays are "
+          f"cached in {root} for the next runs...", flush=True)
+  for split in todo:
+    found[split] = load_split(builder, split)
+    key = fingerprint(name, data_dir, split) if root else None
+    if key:
+      _write_cache(_entry(root, name, data_dir, split), key, data_dir, found[split], names)
+  return {s: found[s] for s in splits}, names

@@ -1,4 +1,4 @@
-"""Metric writers: TensorBoard event files (CLU's SummaryWriter) and JSON lines.
+"""Metric writers: TensorBoard event files and JSON lines.
 
 Every scalar written goes to both ``<workdir>/tensorboard`` and ``<workdir>/metrics.jsonl``;
 the JSONL file is what plots, reports and run comparisons read (one record per line:
@@ -19,8 +19,7 @@ METRICS_FILE = "metrics.jsonl"
 
 class JsonlWriter:
   """Appends one JSON object per ``write_scalars`` call; keys like 'train/loss' are split
-  into the record's 'split' and metric name. It implements CLU's MetricWriter interface
-  (by duck typing: importing CLU's base class would import TensorFlow)."""
+  into the record's 'split' and metric name."""
 
   def __init__(self, path: str):
     self.path = path
@@ -34,27 +33,6 @@ class JsonlWriter:
     for split, values in by_split.items():
       self._file.write(json.dumps({"step": int(step), "split": split, **values,
                                    "time": round(time.time(), 3)}) + "\n")
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
 
   def flush(self) -> None:
     """Makes the records durable: the loop flushes before every checkpoint, so a
@@ -87,13 +65,59 @@ def truncate_metrics(workdir: str, last_step: int, redone_at_last: tuple[str, ..
   os.replace(tmp, os.path.join(workdir, METRICS_FILE))
 
 
+class TensorBoardScalars:
+  """Scalars as a TensorBoard event file, written with the tensorboard package's own
+  record writer and protos (as PyTorch's SummaryWriter does). CLU's SummaryWriter wrote
+  the same files through TensorFlow, whose import cost ~10 CPU-seconds before the first
+  step; the loop only writes scalars."""
+
+  def __init__(self, logdir: str):
+    import socket
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+    os.makedirs(logdir, exist_ok=True)
+    name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.v2"
+    self._file = open(os.path.join(logdir, name), "ab")
+    self._records = RecordWriter(self._file)
+    self._records.write(self._event(wall_time=time.time(),
+                                    file_version="brain.Event:2").SerializeToString())
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+    self._records.write(self._event(wall_time=time.time(), step=int(step),
+                                    summary=self._summary(value=values)).SerializeToString())
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+class Writers:
+  """Several writers as one (what clu's MultiWriter did, for the methods the loop uses)."""
+
+  def __init__(self, writers: list):
+    self._writers = writers
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    for w in self._writers:
+      w.write_scalars(step, scalars)
+
+  def flush(self) -> None:
+    for w in self._writers:
+      w.flush()
+
+  def close(self) -> None:
+    for w in self._writers:
+      w.close()
+
+
 def create_writer(workdir: str, active: bool = True):
   """TensorBoard + JSONL writers; with `active` False (processes other than 0 of a
   multi-process run) one that writes nothing."""
-  from clu import metric_writers  # imports TensorFlow: only when a run really starts
   if not active:
-    return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter([
-      metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")),
-      JsonlWriter(os.path.join(workdir, METRICS_FILE)),
-  ])
+    return Writers([])
+  return Writers([TensorBoardScalars(os.path.join(workdir, "tensorboard")),
+                  JsonlWriter(os.path.join(workdir, METRICS_FILE))])
