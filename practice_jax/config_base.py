@@ -111,6 +111,11 @@ def base_config(task: str = "classification", data: str = "mnist", model: str = 
   c.checkpoint_every_steps = 1000        # also at every epoch end and at the end
   c.keep_checkpoints = 3
   c.plots = True                         # write PNG learning curves, confusion matrices
+  # Model FLOPs utilisation in the progress line and run.json (flops.py): XLA's FLOP
+  # count of one train step against the devices' peak: peak_flops per device if > 0,
+  # else the known GPU/TPU bf16 peak, or on a CPU its measured fp32 matmul rate.
+  c.count_flops = True
+  c.peak_flops = 0.0
 
   # How the steps run over the devices (practice_jax/parallel.py). config.batch_size is
   # the global batch over all devices of all processes.

@@ -47,6 +47,7 @@ from practice_jax.models.layers import device_axis
 from practice_jax.models.settings import one_of
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+EMA_USES = ("alongside", "instead")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "one_cycle")
 
 
@@ -82,6 +83,18 @@ def optimizer_config() -> ml_collections.ConfigDict:
   c.prune_end = 0.75
   c.prune_every = 50
   c.prune_scope = "global"
+  # Gradient accumulation: the optimizer updates once every `accumulate_steps` steps with
+  # the mean of their gradients (optax.MultiSteps), so the effective batch is
+  # batch_size * accumulate_steps while memory holds one batch. Clipping, penalties and
+  # the schedule act on the accumulated gradient and count optimizer updates. 1 = off.
+  c.accumulate_steps = 1
+  # An exponential moving average of the weights, updated after every optimizer update
+  # (decay min(ema_decay, (1 + n) / (10 + n)) at update n, so early weights fade fast),
+  # kept in the optimizer state. 0 = off. ema_use: 'alongside' evaluates it next to the
+  # raw weights at every evaluation (validation_ema/...); 'instead' evaluates, reports,
+  # picks the best checkpoint, predicts and exports with it.
+  c.ema_decay = 0.0
+  c.ema_use = "alongside"
   return c
 
 
@@ -151,6 +164,16 @@ def check(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict,
     except re.error as e:
       return (f"{prefix}optimizer.{key}={pattern!r} is not a valid regular expression "
               f"({e}).")
+  if int(opt.get("accumulate_steps", 1)) != opt.get("accumulate_steps", 1) or \
+      opt.get("accumulate_steps", 1) < 1:
+    return (f"{prefix}optimizer.accumulate_steps={opt.accumulate_steps} must be a whole "
+            f"number >= 1 (1 = no accumulation).")
+  if not 0.0 <= opt.get("ema_decay", 0.0) < 1.0:
+    return (f"{prefix}optimizer.ema_decay={opt.ema_decay} must be in [0, 1) (0 = off; "
+            f"0.999 is typical).")
+  problem = one_of(EMA_USES)(opt.get("ema_use", "alongside"))
+  if problem:
+    return f"{prefix}optimizer.ema_use={opt.ema_use!r} {problem}"
   if sched.warmup_epochs < 0 or sched.warmup_steps < 0:
     return f"{prefix}schedule.warmup_epochs and warmup_steps must be >= 0."
   if not 0.0 < sched.get("plateau_factor", 1.0) <= 1.0:
@@ -362,9 +385,68 @@ def _gate(starts: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+class EmaState(NamedTuple):
+  count: jax.Array      # int32 scalar: optimizer updates seen
+  ema: Any              # the moving average of the weights (float32), shaped as params
+
+
+def ema_of_weights(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the weights after each update in its state
+  (updates pass through unchanged). The decay at update n is min(decay, (1+n)/(10+n)),
+  as TensorFlow's ExponentialMovingAverage with num_updates, so the average is not
+  dominated by the initial weights early on."""
+  def init(params):
+    return EmaState(count=jnp.zeros([], jnp.int32),
+                    ema=jax.tree.map(lambda p: jnp.array(p, jnp.float32, copy=True), params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("ema_of_weights needs the parameters")
+    n = state.count.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+    new = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p.astype(jnp.float32), state.ema, new)
+    return updates, EmaState(count=optax.safe_increment(state.count), ema=ema)
+  return optax.GradientTransformation(init, update)
+
+
+def _is_ema(node: Any) -> bool:
+  return isinstance(node, EmaState)
+
+
+def with_ema(state: Any) -> Any:
+  """`state` with its parameters replaced by their moving average (cast to each
+  parameter's dtype), for evaluation; `state` itself when it keeps no average."""
+  found = [n for n in jax.tree.leaves(state.opt_state, is_leaf=_is_ema) if _is_ema(n)]
+  if not found:
+    return state
+  params = jax.tree.map(lambda e, p: e.astype(p.dtype), found[0].ema, state.params)
+  return state.replace(params=params)
+
+
 def build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan: Plan
           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, learning-rate schedule) for one model's parameters."""
+  """(optimizer, learning-rate schedule by step) for one model's parameters.
+
+  With gradient accumulation (optimizer.accumulate_steps = k > 1) the chain runs inside
+  optax.MultiSteps, so its schedule, warmup, unfreezing and pruning count optimizer
+  updates: the plan is divided by k, and the returned schedule takes loop steps."""
+  k = int(opt.get("accumulate_steps", 1))
+  if k > 1:
+    plan = Plan(max(1, plan.total_steps // k),
+                plan.steps_per_epoch / k if plan.steps_per_epoch else None)
+  tx, schedule = _build(opt, sched, plan)
+  if opt.get("ema_decay", 0.0):
+    tx = optax.chain(tx, ema_of_weights(opt.ema_decay))
+  if k > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+    inner = schedule
+    schedule = lambda step: inner(step // k)  # noqa: E731 - the loop logs by step
+  return _averaged_over_devices(tx), schedule
+
+
+def _build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan: Plan
+           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   schedule = build_schedule(sched, opt.learning_rate, plan)
   mask = decay_mask(opt.no_decay)
   parts = []
@@ -400,10 +482,9 @@ def build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan
           lambda path, _: "frozen" if frozen_paths(opt, params)[_path(path)] == -1
           else "trained", params))
   if opt.freeze:
-    tx = frozen_tx
-  else:   # frozen only with LoRA adapters in the tree: the state's structure says which
-    tx = _lora_aware(tx, frozen_tx)
-  return _averaged_over_devices(tx), schedule
+    return frozen_tx, schedule
+  # Frozen only with LoRA adapters in the tree: the state's structure says which.
+  return _lora_aware(tx, frozen_tx), schedule
 
 
 def _lora_aware(tx: optax.GradientTransformation, frozen_tx: optax.GradientTransformation

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from practice_jax import data, optim, signals, tasks, transfer, workdir as workdir_lib
+from practice_jax import data, flops, optim, signals, tasks, transfer, workdir as workdir_lib
 from practice_jax.checkpoint import Checkpointer
 from practice_jax.errors import UserError
 from practice_jax.parallel import DataParallel, sync
@@ -125,6 +125,8 @@ def load_trained(workdir: str, which: str | None = None, with_data: bool = False
                     f"for its first checkpoint).")
   exp = build(config, None if with_data else ckpt.read_meta().get("task"))
   state, _ = ckpt.restore(exp.parallel.put_state(exp.task.init_state(exp.plan)))
+  if config.optimizer.get("ema_decay", 0.0) and config.optimizer.ema_use == "instead":
+    state = optim.with_ema(state)   # what the run evaluated and reported
   return exp, state, ckpt.latest_step(), which
 
 
@@ -202,6 +204,17 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
            wall_start: float) -> dict[str, Any]:
   config, parallel, task, source = exp.config, exp.parallel, exp.task, exp.source
   total, per_epoch = exp.plan.total_steps, exp.plan.steps_per_epoch
+  ema_use = config.optimizer.get("ema_use", "alongside") if config.optimizer.get(
+      "ema_decay", 0.0) else None
+
+  def evaluated_states(state):
+    """[(suffix of the evaluators' names, state evaluated)]: the first one also gives
+    the monitored metric, the artifacts and the reports."""
+    if ema_use == "instead":
+      return [("", optim.with_ema(state))]
+    if ema_use == "alongside":
+      return [("", state), ("_ema", optim.with_ema(state))]
+    return [("", state)]
   state = parallel.put_state(task.init_state(exp.plan))
   state = transfer.start(exp, workdir, state)   # config.init_from on a fresh start
   ckpt = Checkpointer(os.path.join(workdir, LAST), config.keep_checkpoints)
@@ -269,16 +282,18 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     return f"epoch {s / counted_epoch:6.2f}" if counted_epoch else f"step {s:6d}"
 
   def evaluate(s: int) -> tuple[str, float | None]:
-    """Runs the periodic evaluators and the task's per-evaluation artifacts."""
+    """Runs the periodic evaluators and the task's per-evaluation artifacts (on the
+    weights' moving average too, or instead, with optimizer.ema_decay)."""
     line, monitored = "", None
-    for name, evaluator in evaluators.items():
-      if evaluator.periodic:
-        metrics = evaluator.run(state)
-        writer.write_scalars(s, {f"{name}/{k}": v for k, v in metrics.items()})
-        line += f" | {name} " + format_metrics(metrics, task.METRICS)
-        if name == monitored_evaluator:
-          monitored = metrics[monitored_name]
-    task.artifacts(state, s, out, final=False)
+    for suffix, evaluated in evaluated_states(state):
+      for name, evaluator in evaluators.items():
+        if evaluator.periodic:
+          metrics = evaluator.run(evaluated)
+          writer.write_scalars(s, {f"{name}{suffix}/{k}": v for k, v in metrics.items()})
+          line += f" | {name}{suffix} " + format_metrics(metrics, task.METRICS)
+          if name == monitored_evaluator and not suffix:
+            monitored = metrics[monitored_name]
+    task.artifacts(evaluated_states(state)[0][1], s, out, final=False)
     return line, monitored
 
   if step == 0:     # the before of every before/after
@@ -288,6 +303,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     writer.flush()
 
   last_saved = ckpt.latest_step()
+  count_flops = config.get("count_flops", True) and parallel.is_main
   if step < total and not stopper.stopped:
     progress.message("Compiling the train step (the first chunk waits for it; the "
                      "compilation cache makes the next run start sooner)...")
@@ -300,6 +316,14 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
       end = (step // k + 1) * k
     new_step = min(end, total)
     batches = source.batches(step, new_step - step, exp.local_batch)
+    if count_flops:        # once, beside the first chunk (whose compile it shares)
+      count_flops = False
+      progress.flops_per_step = flops.step_flops(task.train_step, state, batches,
+                                                 config.batch_size)
+      peak, peak_source = flops.device_peak(config.get("peak_flops", 0.0))
+      progress.peak_flops = peak and peak * parallel.num_devices
+      progress.message(flops.describe(progress.flops_per_step, peak, peak_source,
+                                      parallel.num_devices))
     state, sums, finite = train_chunk(state, batches, new_step - step)
     sums = jax.device_get(sums)
     window, epoch_sums = _add(window, sums), _add(epoch_sums, sums)
@@ -372,14 +396,18 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     state, _ = best_ckpt.restore(state)
     used = "best"
   used_step = int(state.step)
-  final = {name: evaluator.run(state) for name, evaluator in evaluators.items()}
-  for name, evaluator in evaluators.items():
-    if not evaluator.periodic:
-      writer.write_scalars(step, {f"{name}/{k}": v for k, v in final[name].items()})
+  final, final_periodic = {}, {}
+  for suffix, evaluated in evaluated_states(state):
+    for name, evaluator in evaluators.items():
+      final[name + suffix] = evaluator.run(evaluated)
+      final_periodic[name + suffix] = evaluator.periodic
+      if not evaluator.periodic:
+        writer.write_scalars(step, {f"{name}{suffix}/{k}": v
+                                    for k, v in final[name + suffix].items()})
   writer.close()
   ckpt.close()
   best_ckpt.close()
-  report = task.artifacts(state, used_step, out, final=True)
+  report = task.artifacts(evaluated_states(state)[0][1], used_step, out, final=True)
   wall = time.perf_counter() - wall_start
   if not parallel.is_main:
     return {"final": final, "steps": step}
@@ -391,6 +419,10 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
       "steps": step, "epochs": step / per_epoch if per_epoch else None,
       "steps_per_epoch": per_epoch, "early_stopped": stopper.stopped,
       "num_parameters": n_params, "init_from": transfer.recorded(workdir), "final": final,
+      "speed": {"train_steps_per_s": progress.mean_steps_per_s(),
+                "flops_per_step": progress.flops_per_step,
+                "peak_flops": progress.peak_flops,
+                "mfu": progress.mfu(progress.mean_steps_per_s())},
       "metrics": {name: dataclasses.asdict(m) for name, m in task.METRICS.items()},
       "monitored_metric": monitor,
       "evaluated_checkpoint": {"which": used, "step": used_step},
@@ -400,7 +432,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   if report:
     progress.message(report.rstrip())
   summary = " | ".join(f"{name} {format_metrics(m, task.METRICS)}"
-                       for name, m in final.items() if not evaluators[name].periodic) or "done"
+                       for name, m in final.items() if not final_periodic[name]) or "done"
   progress.message(
       f"{summary} ({used} checkpoint, step {used_step}) | "
       + (f"{step / counted_epoch:g} epochs, " if counted_epoch else f"{step} steps, ")

@@ -38,7 +38,7 @@ def _section(config) -> ml_collections.ConfigDict | None:
   return section if section is not None and section.workdir else None
 
 
-def _has_params(task_cls) -> bool:
+def single_model(task_cls) -> bool:
   """Whether the task's state is a single-model TrainState (with .params)."""
   returned = getattr(task_cls.init_state, "__annotations__", {}).get("return")
   return getattr(returned, "__name__", returned) == "TrainState"
@@ -59,7 +59,7 @@ def check(config: ml_collections.ConfigDict, task_cls) -> str | None:
   section = _section(config)
   if section is None:
     return None
-  if not _has_params(task_cls):
+  if not single_model(task_cls):
     return (f"config.init_from takes the parameters of a single-model task; task "
             f"{config.task.name!r} keeps its models in a state of its own, so it cannot "
             f"start from another run (leave config.init_from.workdir empty).")

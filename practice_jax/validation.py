@@ -42,6 +42,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
                transfer.check(config, task)):
     _check(part is None, part or "")
 
+  opt = config.optimizer
+  for key, on in (("accumulate_steps", opt.get("accumulate_steps", 1) > 1),
+                  ("ema_decay", opt.get("ema_decay", 0.0) > 0)):
+    _check(not on or transfer.single_model(task),
+           f"config.optimizer.{key} acts on the parameters of a single-model task; task "
+           f"{config.task.name!r} keeps its models in a state of its own (leave it at its "
+           f"default).")
+
   _check(config.num_epochs > 0 or config.num_steps > 0,
          f"config.num_epochs={config.num_epochs} must be positive.")
   _check(config.num_steps >= 0 and config.eval_every_steps >= 0,

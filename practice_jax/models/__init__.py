@@ -16,6 +16,7 @@ import dataclasses
 
 import flax.linen as nn
 
+from practice_jax.models import precision
 from practice_jax.models import settings as settings_lib
 from practice_jax.models.actor_critic import ActorCritic
 from practice_jax.models.autoencoder import ConvAutoencoder
@@ -57,13 +58,16 @@ def hyperparameters(name: str) -> list[str]:
   classes comes from the dataset)."""
   cls = _REGISTRY[name]
   return [f.name for f in dataclasses.fields(cls)
-          if f.init and f.name not in ("parent", "name") + DATA_SETTINGS]
+          if f.init and f.name not in ("parent", "name") + DATA_SETTINGS
+          ] + list(precision.DEFAULTS)
 
 
 def defaults(name: str) -> dict:
-  """The named model's settings and their default values."""
+  """The named model's settings and their default values (with the mixed-precision
+  settings every model has: models/precision.py)."""
   fields = {f.name: f for f in dataclasses.fields(_REGISTRY[name])}
-  return {k: fields[k].default for k in hyperparameters(name)}
+  return {k: precision.DEFAULTS[k] if k in precision.DEFAULTS else fields[k].default
+          for k in hyperparameters(name)}
 
 
 def check(cfg) -> str | None:
@@ -79,7 +83,8 @@ def check(cfg) -> str | None:
       hint = settings_lib.did_you_mean(key, allowed)
       return (f"Model {cfg.name!r} has no setting config.model.{key}: {hint}its settings "
               f"are {', '.join(allowed)}.")
-  problem = settings_lib.check(values, getattr(cls, "SETTINGS", {}))
+  problem = (precision.check(values) or
+             settings_lib.check(values, getattr(cls, "SETTINGS", {})))
   if problem is None and hasattr(cls, "check_settings"):
     problem = cls.check_settings({**defaults(cfg.name), **values})
   return problem
@@ -90,9 +95,18 @@ def unrolled_on_cpu(name: str) -> bool:
   return getattr(_REGISTRY[name], "CPU_UNROLL", False)
 
 
-def build(name: str, num_classes: int, block_size: int | None = None, **kwargs) -> nn.Module:
-  """Model `name` with its config settings; `block_size` is passed to models that take it."""
+def construct(cls: type[nn.Module], **kwargs):
+  """`cls(**kwargs)` under the mixed-precision policy that kwargs' dtype/param_dtype ask
+  for (the module itself when they are float32, as by default)."""
+  dtypes = {k: kwargs.pop(k) for k in precision.DEFAULTS if k in kwargs}
+  return precision.wrap(cls(**kwargs), **dtypes)
+
+
+def build(name: str, num_classes: int, block_size: int | None = None, **kwargs):
+  """Model `name` with its config settings; `block_size` is passed to models that take it.
+  With config.model.dtype/param_dtype other than float32, the module under the
+  mixed-precision policy (precision.py: same init/apply and parameter paths)."""
   cls = _REGISTRY[name]
   if block_size is not None and "block_size" in {f.name for f in dataclasses.fields(cls)}:
     kwargs["block_size"] = block_size
-  return cls(num_classes=num_classes, **kwargs)
+  return construct(cls, num_classes=num_classes, **kwargs)

@@ -44,6 +44,20 @@ class Progress:
     self._last_time = time.perf_counter()
     self.steps_per_s: float | None = None
     self._updates = 0
+    # Model FLOPs utilisation (flops.py): shown once both are known.
+    self.flops_per_step: float | None = None
+    self.peak_flops: float | None = None        # of all devices together
+    self._timed_steps, self._timed_s = 0, 0.0    # from the second chunk on
+
+  def mean_steps_per_s(self) -> float | None:
+    """Train steps per second over the chunks after the first (compiling)."""
+    return self._timed_steps / self._timed_s if self._timed_s > 0 else None
+
+  def mfu(self, steps_per_s: float | None = None) -> float | None:
+    rate = steps_per_s if steps_per_s is not None else self.steps_per_s
+    if not (rate and self.flops_per_step and self.peak_flops):
+      return None
+    return rate * self.flops_per_step / self.peak_flops
 
   def update(self, step: int, metrics: dict[str, float]) -> None:
     now = time.perf_counter()
@@ -52,6 +66,8 @@ class Progress:
     # on a run of minutes, so rates (and the ETA) start from the second chunk.
     if step > self._last_step and self._updates > 1:
       rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+      self._timed_steps += step - self._last_step
+      self._timed_s += now - self._last_time
       # Smooth so that one slow chunk (a compile, a checkpoint) does not swing the ETA.
       self.steps_per_s = rate if self.steps_per_s is None else 0.7 * self.steps_per_s + 0.3 * rate
     self._last_step, self._last_time = step, now
@@ -63,7 +79,13 @@ class Progress:
     parts.append(format_metrics(metrics, self.metrics))
     if self.steps_per_s:
       eta = (self.total_steps - step) / self.steps_per_s
-      parts += [f"{self.steps_per_s:.1f} steps/s", f"ETA {format_duration(eta)}"]
+      parts.append(f"{self.steps_per_s:.1f} steps/s")
+      if self.flops_per_step:
+        from practice_jax.flops import format_rate
+        rate = format_rate(self.steps_per_s * self.flops_per_step)
+        mfu = self.mfu()
+        parts.append(rate + (f" (MFU {100 * mfu:.1f}%)" if mfu is not None else ""))
+      parts.append(f"ETA {format_duration(eta)}")
     line = " | ".join(parts)
     if self.is_tty:
       self.stream.write("\r\033[K" + line)

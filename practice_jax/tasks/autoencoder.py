@@ -109,7 +109,7 @@ class DenoisingAutoencoderTask(Task):
     info = source.info
     self.image_shape = tuple(info["image_shape"])
     model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    self.model = MODELS[config.model.name](**model_kwargs)
+    self.model = models.construct(MODELS[config.model.name], **model_kwargs)
     self.unroll_on_cpu = models.unrolled_on_cpu(config.model.name)
     self.mean = jnp.asarray(info["mean"], jnp.float32)
     self.std = jnp.asarray(info["std"], jnp.float32)
