@@ -70,6 +70,23 @@ def test_untrained_loss_is_about_log_vocab_and_memorising_drives_it_near_zero(na
   assert task.summarize(sums)["loss"] < 0.1
 
 
+def test_gpt_attention_equals_jax_dot_product_attention():
+  # models/gpt.py writes causal attention out (faster on XLA:CPU); it must compute what
+  # jax.nn.dot_product_attention(is_causal=True) computes, with the same parameters.
+  from practice_jax.models.gpt import CausalSelfAttention
+
+  attention = CausalSelfAttention(num_heads=4, dropout=0.0, num_layers=2)
+  x = jax.random.normal(jax.random.key(0), (3, 16, 32))
+  params = attention.init(jax.random.key(1), x, False)
+  p = params["params"]
+  qkv = x @ p["qkv"]["kernel"] + p["qkv"]["bias"]
+  q, k, v = jnp.split(qkv.reshape(3, 16, 12, 8), 3, axis=2)
+  y = jax.nn.dot_product_attention(q, k, v, is_causal=True).reshape(3, 16, 32)
+  expected = y @ p["proj"]["kernel"] + p["proj"]["bias"]
+  chex.assert_trees_all_close(attention.apply(params, x, False), expected, atol=1e-5, rtol=1e-5)
+  assert set(p) == {"qkv", "proj"}            # parameter paths that checkpoints rely on
+
+
 def test_sampling_is_deterministic_and_respects_top_k():
   task, config = _task(MODELS[0][0], **MODELS[0][1])
   state = _init(task)

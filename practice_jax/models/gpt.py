@@ -1,13 +1,14 @@
 """A GPT-style decoder-only Transformer (nanoGPT's shape, in Flax Linen).
 
 Token + learned position embeddings, `num_layers` pre-norm blocks (causal multi-head
-self-attention through ``jax.nn.dot_product_attention``, then a 4x GELU MLP), a final
-LayerNorm and a projection to the vocabulary, optionally tied to the token embedding.
+self-attention, then a 4x GELU MLP), a final LayerNorm and a projection to the
+vocabulary, optionally tied to the token embedding.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from practice_jax.models.layers import Dropout
 from practice_jax.models.settings import fraction, positive
@@ -31,7 +32,15 @@ class CausalSelfAttention(nn.Module):
     head_dim = c // self.num_heads
     qkv = nn.Dense(3 * c, kernel_init=_INIT, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, head_dim), 3, axis=2)
-    y = jax.nn.dot_product_attention(q, k, v, is_causal=True)        # [b, t, heads, dim]
+    # What jax.nn.dot_product_attention(q, k, v, is_causal=True) computes, written out:
+    # on XLA:CPU the shakespeare_gpt_cpu train step took 7% and 11% less CPU time this way
+    # in two alternating A/B runs (the mask is a constant; no grouped-head reshapes).
+    # The softmax in float32 whatever the compute dtype, as there.
+    scores = (jnp.einsum("bqhd,bkhd->bhqk", q, k) * head_dim ** -0.5).astype(jnp.float32)
+    causal = np.tril(np.ones((t, t), bool))
+    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)                   # [b, t, heads, dim]
     y = nn.Dense(c, kernel_init=_residual_init(self.num_layers), name="proj")(
         y.reshape(b, t, c))
     return Dropout(self.dropout, not train)(y)
