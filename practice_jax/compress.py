@@ -6,9 +6,14 @@
 ``prune``: one-shot magnitude pruning (practice_jax/pruning.py) of the run's checkpoint
 (the one it reported, or ``--checkpoint``) at each sparsity, over all kernels at once
 (``global``) and/or the same fraction of each layer (``layer``; ``--scopes``), evaluated
-on the test split without fine-tuning. Writes ``prune.json`` (accuracy, loss, the
-fraction of zeros of every kernel, the nonzero parameters) and ``prune.png`` (test
-accuracy against sparsity) into the workdir, and prints the table. Gradual pruning during
+on the test split. With ``--finetune_steps=N`` each pruned model is then fine-tuned N
+steps on the training split with its masks fixed (pruning.keep_masks, last in the run's
+own optimizer chain: the pruned weights stay exactly zero) at ``--finetune_learning_rate``
+(default: the run's learning rate / 10) decayed along a cosine, and evaluated again; the
+run's workdir and checkpoints are not touched. Writes ``prune.json`` (accuracy, loss, the
+fraction of zeros of every kernel, the nonzero parameters; fine-tuned accuracy and loss)
+and ``prune.png`` (test accuracy against sparsity) into the workdir, and prints the
+table. Gradual pruning during
 training is a config setting instead: ``optimizer.prune_sparsity`` (configs/mnist_pruned.py).
 
 ``quantize``: post-training int8 quantization (practice_jax/quantize.py): our own
@@ -45,6 +50,12 @@ def define_flags() -> None:
                       "each in [0, 1).")
   flags.DEFINE_string("scopes", "global,layer",
                       "prune: 'global', 'layer' or both, comma-separated.")
+  flags.DEFINE_integer("finetune_steps", 0,
+                       "prune: fine-tune each pruned model this many steps, masks fixed "
+                       "(0: no fine-tuning).", lower_bound=0)
+  flags.DEFINE_float("finetune_learning_rate", 0.0,
+                     "prune: peak learning rate of the fine-tuning (0: the run's / 10).",
+                     lower_bound=0.0)
   flags.DEFINE_string("modes", "", "quantize: comma-separated, of ours, w8, w8a8, "
                       "w8a8_static (default: all; only 'ours' without qwix).")
   flags.DEFINE_integer("calibration_examples", 1000,
@@ -79,12 +90,57 @@ def load_classifier(workdir: str, which: str | None):
 
 # -- prune ----------------------------------------------------------------------------------
 
-def prune_table(exp, state, sparsities: list[float], scopes: list[str]) -> dict:
-  """The test metrics of the run pruned at each sparsity and scope (and unpruned)."""
+def finetune(exp, state, masks, steps: int, learning_rate: float):
+  """The state with its parameters pruned by `masks`, then trained `steps` steps on the
+  training split through the task's own train step, with the run's optimizer (learning
+  rate `learning_rate` decayed along a cosine; no gradual pruning, EMA or accumulation)
+  followed by pruning.keep_masks: the pruned weights stay exactly zero. The state given
+  is not changed (the steps run on a host copy)."""
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import optax
+
+  from practice_jax import optim, pruning
+  config, task = exp.config, exp.task
+  opt = ml_collections.ConfigDict(config.optimizer.to_dict())
+  opt.learning_rate = learning_rate
+  for key, off in (("prune_sparsity", 0.0), ("ema_decay", 0.0), ("accumulate_steps", 1)):
+    if key in opt:
+      opt[key] = off
+  schedule = ml_collections.ConfigDict(config.schedule.to_dict())
+  schedule.name = "cosine"
+  tx, _ = optim.build(opt, schedule, optim.Plan(steps, exp.plan.steps_per_epoch))
+  tx = optax.chain(tx, pruning.keep_masks(masks))
+  host = jax.device_get(state)
+  params = jax.device_get(pruning.apply_masks(host.params, masks))
+  tuned = exp.parallel.put_state(host.replace(step=jnp.zeros((), jnp.int32), params=params,
+                                              opt_state=tx.init(params)))
+  exp.source.bind(exp.parallel)          # the training split onto the devices
+  per_epoch = exp.source.steps_per_epoch(exp.local_batch) or steps
+  saved_tx, task.tx = task.tx, tx
+  try:
+    chunk = exp.parallel.compile_train_chunk(task.train_step, config.batch_size,
+                                             unroll=task.unroll_on_cpu)
+    step, k = 0, max(1, int(config.steps_per_dispatch))
+    while step < steps:       # chunks of k steps that do not cross an epoch (the loop's)
+      n = min(k, steps - step, per_epoch - step % per_epoch)
+      tuned, _, _ = chunk(tuned, exp.source.batches(step, n, exp.local_batch), n)
+      step += n
+  finally:
+    task.tx = saved_tx
+  return tuned
+
+
+def prune_table(exp, state, sparsities: list[float], scopes: list[str],
+                finetune_steps: int = 0, finetune_learning_rate: float = 0.0) -> dict:
+  """The test metrics of the run pruned at each sparsity and scope (and unpruned), and
+  with `finetune_steps`, of each pruned model fine-tuned with its masks fixed."""
   import jax
 
   from practice_jax import pruning
   evaluate = exp.task.evaluators()["test"].run
+  learning_rate = finetune_learning_rate or exp.config.optimizer.learning_rate / 10
   host = jax.device_get(state.params)
   n_kernel = sum(v.size for v in jax.tree.leaves(jax.tree.map(
       lambda p, c: p if c else None, host, pruning.prunable(host))))
@@ -97,21 +153,40 @@ def prune_table(exp, state, sparsities: list[float], scopes: list[str]) -> dict:
       metrics = evaluate(state.replace(params=exp.parallel.put_state(pruned)))
       zeros = pruning.sparsity(pruned)
       nonzero = n_all - int(round(zeros["total"] * n_kernel))
-      rows.append({"scope": scope, "sparsity": s, **metrics,
-                   "kernel_sparsity": zeros["total"], "nonzero_parameters": nonzero,
-                   "layers": {k: v for k, v in zeros.items() if k != "total"}})
-  return {"dense": {**dense, "parameters": n_all, "kernel_parameters": n_kernel},
-          "pruned": rows}
+      row = {"scope": scope, "sparsity": s, **metrics,
+             "kernel_sparsity": zeros["total"], "nonzero_parameters": nonzero,
+             "layers": {k: v for k, v in zeros.items() if k != "total"}}
+      if finetune_steps:
+        masks = pruning.magnitude_masks(host, s, scope)
+        tuned = finetune(exp, state, masks, finetune_steps, learning_rate)
+        tuned_metrics = evaluate(tuned)
+        row.update({f"finetuned_{k}": v for k, v in tuned_metrics.items()})
+        row["finetuned_kernel_sparsity"] = pruning.sparsity(
+            jax.device_get(tuned.params))["total"]
+      rows.append(row)
+  table = {"dense": {**dense, "parameters": n_all, "kernel_parameters": n_kernel},
+           "pruned": rows}
+  if finetune_steps:
+    table["finetune"] = {"steps": finetune_steps, "learning_rate": learning_rate,
+                         "schedule": "cosine", "batch_size": exp.config.batch_size}
+  return table
 
 
 def format_prune(table: dict, title: str) -> str:
   d = table["dense"]
+  tuned = "finetune" in table
   lines = [title, f"{'scope':8} {'sparsity':>8} {'accuracy':>9} {'loss':>8} "
-           f"{'nonzero params':>15}",
+           f"{'nonzero params':>15}" + (f" {'fine-tuned':>10} {'its loss':>8}" if tuned else ""),
            f"{'dense':8} {0:8.0%} {d['accuracy']:9.2%} {d['loss']:8.4f} {d['parameters']:15,}"]
   for r in table["pruned"]:
     lines.append(f"{r['scope']:8} {r['sparsity']:8.0%} {r['accuracy']:9.2%} "
-                 f"{r['loss']:8.4f} {r['nonzero_parameters']:15,}")
+                 f"{r['loss']:8.4f} {r['nonzero_parameters']:15,}"
+                 + (f" {r['finetuned_accuracy']:10.2%} {r['finetuned_loss']:8.4f}"
+                    if tuned else ""))
+  if tuned:
+    f = table["finetune"]
+    lines.append(f"fine-tuned: {f['steps']} steps of batch {f['batch_size']}, masks fixed, "
+                 f"learning rate {f['learning_rate']:g} with cosine decay")
   return "\n".join(lines)
 
 
@@ -121,9 +196,14 @@ def plot_prune(table: dict, path: str, title: str) -> None:
   for scope, marker in (("global", "o"), ("layer", "s")):
     rows = [r for r in table["pruned"] if r["scope"] == scope]
     if rows:
-      ax.plot([0.0] + [r["sparsity"] for r in rows],
-              [table["dense"]["accuracy"]] + [r["accuracy"] for r in rows],
-              marker=marker, label=f"{scope} magnitude pruning")
+      line, = ax.plot([0.0] + [r["sparsity"] for r in rows],
+                      [table["dense"]["accuracy"]] + [r["accuracy"] for r in rows],
+                      marker=marker, label=f"{scope} magnitude pruning")
+      if "finetune" in table:
+        ax.plot([0.0] + [r["sparsity"] for r in rows],
+                [table["dense"]["accuracy"]] + [r["finetuned_accuracy"] for r in rows],
+                marker=marker, linestyle="--", color=line.get_color(),
+                label=f"{scope}, fine-tuned {table['finetune']['steps']} steps")
   ax.axhline(table["dense"]["accuracy"], color="grey", linestyle=":", label="unpruned")
   ax.set_xlabel("sparsity (fraction of kernel weights set to zero)")
   ax.set_ylabel("test accuracy")
@@ -137,12 +217,16 @@ def plot_prune(table: dict, path: str, title: str) -> None:
 
 
 def run_prune(workdir: str, which: str | None, sparsities: list[float],
-              scopes: list[str]) -> dict:
+              scopes: list[str], finetune_steps: int = 0,
+              finetune_learning_rate: float = 0.0) -> dict:
   from practice_jax.reporting.artifacts import Artifacts
   exp, state, step, which = load_classifier(workdir, which)
-  table = prune_table(exp, state, sparsities, scopes)
+  table = prune_table(exp, state, sparsities, scopes, finetune_steps,
+                      finetune_learning_rate)
   table.update({"workdir": workdir, "checkpoint": which, "step": int(step),
-                "note": "one-shot magnitude pruning of the kernels, no fine-tuning"})
+                "note": "one-shot magnitude pruning of the kernels" + (
+                    f", then {finetune_steps} fine-tuning steps with the masks fixed"
+                    if finetune_steps else ", no fine-tuning")})
   title = f"{exp.task.title()}, one-shot magnitude pruning ({which} checkpoint, step {step})"
   out = Artifacts(workdir, exp.parallel.is_main, True)
   out.json("prune.json", table)
@@ -261,7 +345,8 @@ def main(argv: list[str]) -> int:
       scopes = [s.strip() for s in f.scopes.split(",") if s.strip()]
       if not scopes or any(s not in ("global", "layer") for s in scopes):
         raise UserError(f"--scopes={f.scopes!r}: use global, layer or global,layer.")
-      run_prune(f.workdir, f.checkpoint, _floats(f.sparsities), scopes)
+      run_prune(f.workdir, f.checkpoint, _floats(f.sparsities), scopes, f.finetune_steps,
+                f.finetune_learning_rate)
     else:
       from practice_jax import quantize
       modes = [m.strip() for m in f.modes.split(",") if m.strip()] or (

@@ -16,6 +16,18 @@ channel statistics) is inside the exported function. The parameters are constant
   ``serving_default`` signature takes ``images`` and returns ``logits``).
 - ``tflite``: ``model.tflite``, the SavedModel (lowered for CPU) converted by
   ``tf.lite.TFLiteConverter`` (float32 weights, no quantisation).
+- ``tflite_int8``: ``model_int8.tflite``, the same SavedModel converted with full-integer
+  post-training quantization (``tf.lite.Optimize.DEFAULT``, a representative dataset of
+  ``--representative_examples`` training images calibrating every activation's range,
+  ``TFLITE_BUILTINS_INT8`` ops only: int8 weights, per channel, and int8 activations, run
+  by the interpreter's int8 kernels). Its input stays the raw uint8 image and its output
+  float32 logits (the quantize and dequantize steps are inside), for one image at a
+  time (batch 1: the converter's int8 pass cannot take nn.avg_pool's reduce_window with a
+  symbolic batch, nor the fast CPU convolution's gather; the runner here loops over a
+  batch, and this is the usual shape on a device anyway). An int8 model does not
+  reproduce the float logits, so its check is an agreement threshold instead of the
+  tolerance: top-1 the same as the JAX model's on at least ``--int8_agreement`` of the
+  examples (default 0.99).
 - ``onnx``: ``model.onnx``, the TF Lite model converted by ``tf2onnx`` (opset 17). tf2onnx
   cannot read the SavedModel itself (jax2tf writes the model as one XlaCallModule op,
   which it does not convert), and is not a dependency of the project: install it with
@@ -43,12 +55,14 @@ from absl import app, flags, logging
 from practice_jax import quiet
 from practice_jax.errors import UserError
 
-FORMATS = ("stablehlo", "savedmodel", "tflite", "onnx")
+FORMATS = ("stablehlo", "savedmodel", "tflite", "tflite_int8", "onnx")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")       # jax.export's names
 ARTIFACTS = {"stablehlo": "model.stablehlo", "savedmodel": "saved_model",
-             "tflite": "model.tflite", "onnx": "model.onnx"}
+             "tflite": "model.tflite", "tflite_int8": "model_int8.tflite",
+             "onnx": "model.onnx"}
 RUNTIMES = {"stablehlo": "JAX (jax.export)", "savedmodel": "TensorFlow",
-            "tflite": "TF Lite interpreter", "onnx": "ONNX Runtime"}
+            "tflite": "TF Lite interpreter", "tflite_int8": "TF Lite interpreter (int8)",
+            "onnx": "ONNX Runtime"}
 ONNX_OPSET = 17
 ONNX_MISSING = ("--format=onnx needs tf2onnx and onnxruntime, which are not installed: "
                 "pip install -e '.[onnx]' (they resolve with the project's pins).")
@@ -69,10 +83,19 @@ def check_classifier(exp, workdir: str) -> None:
 
 
 def logits_function(exp, state) -> Callable:
-  """uint8 images [batch, H, W, C] -> float32 logits, the parameters as constants."""
+  """uint8 images [batch, H, W, C] -> float32 logits, the parameters as constants (a
+  quantization-aware run's network in float)."""
   import jax
   host_state = jax.device_get(state)
-  return lambda images: exp.task.logits(host_state, images)
+  task = exp.task
+  if getattr(task, "plain_model", None) is not None:
+    # A quantization-aware run: its network in float (its int8 form is tflite_int8's).
+    from practice_jax import lora
+    variables = {"params": lora.merge(host_state.params, exp.config),
+                 **host_state.model_state}
+    return lambda images: task.plain_model.apply(variables, task.preprocess(images),
+                                                 train=False)
+  return lambda images: task.logits(host_state, images)
 
 
 def metadata(exp, fmt: str, artifact: str, workdir: str, step: int) -> dict:
@@ -105,17 +128,19 @@ def export_stablehlo(fn: Callable, shape, path: str,
   _write_bytes(path, exported.serialize())
 
 
-def export_savedmodel(fn: Callable, shape, path: str, platforms=("cpu",)) -> None:
+def export_savedmodel(fn: Callable, shape, path: str, platforms=("cpu",),
+                      batch: int | None = None) -> None:
+  """The SavedModel of `fn`, for any batch size (`batch` None) or a fixed one."""
   import tensorflow as tf
   from jax.experimental import jax2tf
   height, width, channels = shape
-  converted = jax2tf.convert(fn, polymorphic_shapes=[f"(b, {height}, {width}, {channels})"],
-                             with_gradient=False,
+  polymorphic = None if batch else [f"(b, {height}, {width}, {channels})"]
+  converted = jax2tf.convert(fn, polymorphic_shapes=polymorphic, with_gradient=False,
                              native_serialization_platforms=tuple(platforms))
   module = tf.Module()
   module.serve = tf.function(
       lambda images: {"logits": converted(images)}, autograph=False,
-      input_signature=[tf.TensorSpec((None,) + tuple(shape), tf.uint8, name="images")])
+      input_signature=[tf.TensorSpec((batch,) + tuple(shape), tf.uint8, name="images")])
   tmp = path + ".tmp"
   _remove(tmp)
   tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
@@ -126,6 +151,21 @@ def export_savedmodel(fn: Callable, shape, path: str, platforms=("cpu",)) -> Non
 def export_tflite(saved_model: str, path: str) -> None:
   import tensorflow as tf
   converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+  _write_bytes(path, converter.convert())
+
+
+def export_tflite_int8(saved_model: str, path: str, representative: np.ndarray) -> None:
+  """Full-integer post-training quantization of the SavedModel (module docstring):
+  `representative` (uint8 images) calibrates the activations' ranges."""
+  import tensorflow as tf
+
+  def examples():
+    for image in representative:
+      yield [image[None]]
+  converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  converter.representative_dataset = examples
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   _write_bytes(path, converter.convert())
 
 
@@ -190,7 +230,7 @@ def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
     serve = tf.saved_model.load(path).signatures["serving_default"]
     return lambda images: serve(images=tf.constant(images))["logits"].numpy()
-  if fmt == "tflite":
+  if fmt in ("tflite", "tflite_int8"):
     return _tflite_runner(path)
   if fmt == "onnx":
     if not onnx_available():
@@ -209,9 +249,22 @@ def _tflite_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
   with warnings.catch_warnings():          # tf.lite.Interpreter's deprecation notice
     warnings.simplefilter("ignore")
     interpreter = tf.lite.Interpreter(model_path=path)
-  source = interpreter.get_input_details()[0]["index"]
+  detail = interpreter.get_input_details()[0]
+  source = detail["index"]
   sink = interpreter.get_output_details()[0]["index"]
   allocated = [None]
+  if detail["shape_signature"][0] > 0:          # a fixed batch (tflite_int8: one image)
+    size = int(detail["shape_signature"][0])
+    interpreter.allocate_tensors()
+
+    def run_fixed(images: np.ndarray) -> np.ndarray:
+      out = []
+      for i in range(0, len(images), size):
+        interpreter.set_tensor(source, images[i:i + size])
+        interpreter.invoke()
+        out.append(interpreter.get_tensor(sink).copy())
+      return np.concatenate(out)
+    return run_fixed
 
   def run(images: np.ndarray) -> np.ndarray:
     if allocated[0] != images.shape:      # resize only when the batch size changes
@@ -247,13 +300,20 @@ def batched(run: Callable, images: np.ndarray, batch: int = 500) -> np.ndarray:
   return np.concatenate([run(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
-def parity(reference: np.ndarray, logits: np.ndarray, tolerance: float) -> dict:
-  """How an artifact's logits compare with the JAX model's on the same images."""
+def parity(reference: np.ndarray, logits: np.ndarray, tolerance: float,
+           min_agreement: float | None = None) -> dict:
+  """How an artifact's logits compare with the JAX model's on the same images: passed
+  if the top-1 agrees on every example and the logits within `tolerance`, or (a
+  quantized artifact, `min_agreement` given) if the top-1 agrees on at least that
+  fraction of the examples."""
   same = reference.argmax(-1) == logits.argmax(-1)
   diff = float(np.abs(reference - logits).max())
-  return {"examples": int(len(reference)), "top1_agreement": float(same.mean()),
-          "top1_disagreements": int((~same).sum()), "max_abs_logit_diff": diff,
-          "tolerance": tolerance, "passed": bool(same.all() and diff <= tolerance)}
+  out = {"examples": int(len(reference)), "top1_agreement": float(same.mean()),
+         "top1_disagreements": int((~same).sum()), "max_abs_logit_diff": diff}
+  if min_agreement is None:
+    return {**out, "tolerance": tolerance, "passed": bool(same.all() and diff <= tolerance)}
+  return {**out, "min_agreement": min_agreement,
+          "passed": bool(same.mean() >= min_agreement)}
 
 
 def latency_ms(run: Callable, images: np.ndarray, calls: int) -> float:
@@ -272,8 +332,13 @@ def latency_ms(run: Callable, images: np.ndarray, calls: int) -> float:
 # -- the command -----------------------------------------------------------------------
 
 def export(exp, state, formats, out: str, workdir: str, step: int,
-           platforms=("cpu", "cuda", "tpu")) -> dict[str, str]:
-  """Writes each format's artifact (and its JSON) in `out`; {format: artifact path}."""
+           platforms=("cpu", "cuda", "tpu"), representative: np.ndarray | None = None
+           ) -> dict[str, str]:
+  """Writes each format's artifact (and its JSON) in `out`; {format: artifact path}.
+  'tflite_int8' needs `representative`: uint8 training images that calibrate it."""
+  if "tflite_int8" in formats and (representative is None or not len(representative)):
+    raise UserError("--format=tflite_int8 needs training images to calibrate the int8 "
+                    "activations, and this run has none here.")
   fn = logits_function(exp, state)
   shape = tuple(exp.task.image_shape)
   os.makedirs(out, exist_ok=True)
@@ -284,6 +349,7 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
   scratch_saved_model = os.path.join(out, ".saved_model_for_tflite")
   tflite = paths.get("tflite") or os.path.join(out, ".model_for_onnx.tflite")
   made_tflite = False
+  scratch_made = False
   try:
     for fmt in formats:
       start = time.perf_counter()
@@ -294,10 +360,23 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
       elif fmt == "savedmodel":
         export_savedmodel(fn, shape, paths[fmt], platforms)
         meta["platforms"] = list(platforms)
-      if fmt in ("tflite", "onnx") and not made_tflite:
+      if fmt in ("tflite", "onnx") and not scratch_made:
         export_savedmodel(fn, shape, scratch_saved_model, ("cpu",))
+        scratch_made = True
+      if fmt in ("tflite", "onnx") and not made_tflite:
         export_tflite(scratch_saved_model, tflite)
         made_tflite = True
+      if fmt == "tflite_int8":
+        int8_saved_model = os.path.join(out, ".saved_model_for_int8")
+        try:
+          export_savedmodel(fn, shape, int8_saved_model, ("cpu",), batch=1)
+          export_tflite_int8(int8_saved_model, paths[fmt], representative)
+        finally:
+          _remove(int8_saved_model)
+        meta["quantization"] = {
+            "kind": "full-integer post-training (TFLiteConverter, TFLITE_BUILTINS_INT8)",
+            "representative_examples": int(len(representative))}
+        meta["input"]["shape"][0] = 1
       if fmt == "onnx":
         export_onnx(tflite, paths[fmt])
       meta["size_bytes"] = size_bytes(paths[fmt])
@@ -322,16 +401,18 @@ def write_metadata(artifact: str, meta: dict) -> None:
 
 
 def check(exp, state, paths: dict[str, str], images: np.ndarray, tolerance: float,
-          latency_calls: int = 0) -> dict[str, dict]:
+          latency_calls: int = 0, int8_agreement: float = 0.99) -> dict[str, dict]:
   """Each artifact's parity with the JAX model on `images` (also written into its
-  JSON), and with `latency_calls`, batch-1 latencies; {format: result}."""
+  JSON; the int8 artifact's by `int8_agreement`, see `parity`), and with
+  `latency_calls`, batch-1 latencies; {format: result}."""
   import jax
   fn = jax.jit(logits_function(exp, state))
   reference = batched(lambda x: np.asarray(fn(x)), images)
   results = {}
   for fmt, path in paths.items():
     run = runner(fmt, path)
-    result = parity(reference, batched(run, images), tolerance)
+    result = parity(reference, batched(run, images), tolerance,
+                    int8_agreement if fmt == "tflite_int8" else None)
     if fmt == "stablehlo" and jax.device_count() > 1:
       sharded = parity(reference, batched(sharded_runner(path), images), tolerance)
       result["devices"] = jax.device_count()
@@ -364,6 +445,20 @@ def test_images(exp, limit: int = 0) -> np.ndarray:
   return images[:limit] if limit else images
 
 
+def representative_images(exp, limit: int) -> np.ndarray:
+  """The first `limit` training images (uint8): tflite_int8's calibration set."""
+  import jax
+  train_split = getattr(exp.source, "train", None)
+  if not train_split or "image" not in train_split:
+    raise UserError("--format=tflite_int8 needs the run's training images to calibrate "
+                    "the int8 activations; this run's data gives none.")
+  images = np.asarray(jax.device_get(train_split["image"][:limit]))
+  if images.dtype != np.uint8:
+    raise UserError(f"The run's training images are {images.dtype}, not uint8; "
+                    f"tflite_int8 takes raw uint8 images.")
+  return images
+
+
 def define_flags() -> None:
   """The command's flags (defined only when it runs, so importing this module defines
   none and it can share a process with the other commands' modules)."""
@@ -381,6 +476,11 @@ def define_flags() -> None:
                        "(0: all).", lower_bound=0)
   flags.DEFINE_float("tolerance", 1e-3, "Largest absolute logit difference the check "
                      "accepts.", lower_bound=0.0)
+  flags.DEFINE_float("int8_agreement", 0.99, "tflite_int8: the fraction of examples on "
+                     "which its top-1 must agree with the JAX model's.",
+                     lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_integer("representative_examples", 500, "tflite_int8: training images "
+                       "that calibrate the int8 activations.", lower_bound=1)
   flags.DEFINE_integer("latency", 0, "Time this many batch-1 calls in each runtime "
                        "(0: none).", lower_bound=0)
 
@@ -415,12 +515,15 @@ def main(argv: list[str]) -> int:
     if FLAGS.check and "cpu" not in platforms:
       raise UserError("The check runs the artifacts on this machine's CPU; add cpu to "
                       "--platforms or pass --check=false.")
+    int8 = "tflite_int8" in formats
     exp, state, step, which = train.load_trained(workdir, FLAGS.checkpoint,
-                                                 with_data=FLAGS.check)
+                                                 with_data=FLAGS.check or int8)
     check_classifier(exp, workdir)
     images = test_images(exp, FLAGS.check_examples) if FLAGS.check else None
+    representative = (representative_images(exp, FLAGS.representative_examples)
+                      if int8 else None)
     out = FLAGS.out or os.path.join(workdir, "export")
-    paths = export(exp, state, formats, out, workdir, step, platforms)
+    paths = export(exp, state, formats, out, workdir, step, platforms, representative)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -429,13 +532,17 @@ def main(argv: list[str]) -> int:
           f"{metadata_path(path)}")
   if images is None:
     return 0
-  results = check(exp, state, paths, images, FLAGS.tolerance, FLAGS.latency)
+  results = check(exp, state, paths, images, FLAGS.tolerance, FLAGS.latency,
+                  FLAGS.int8_agreement)
   failed = []
   for fmt in paths:
     r = results[fmt]
     line = (f"{fmt} in {RUNTIMES[fmt]}: top-1 agrees on {r['examples'] - r['top1_disagreements']}"
             f"/{r['examples']} test images, max |logit difference| "
-            f"{r['max_abs_logit_diff']:.2e} (tolerance {r['tolerance']:g})")
+            f"{r['max_abs_logit_diff']:.2e} " + (
+                f"(tolerance {r['tolerance']:g})" if "tolerance" in r else
+                f"(int8: top-1 agreement {r['top1_agreement']:.2%}, at least "
+                f"{r['min_agreement']:.0%} required)"))
     if "devices" in r:
       line += f", also sharded over {r['devices']} devices"
     if "latency_ms_batch1" in r:

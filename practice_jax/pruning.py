@@ -19,6 +19,9 @@ training as an optax transformation.
   ``optimizer.prune_sparsity > 0``; ``optimizer.prune_start``/``prune_end`` are fractions
   of training, ``prune_every`` steps between mask updates, ``prune_scope``
   'global'|'layer'.
+- ``keep_masks(masks)``: fixed masks as an optax transformation, for fine-tuning a
+  one-shot pruned model (``compress prune --finetune_steps``): pruned weights stay
+  exactly zero.
 - ``sparsity(params)``: the fraction of zeros of every kernel and overall (reports).
 
 Why not a library: jaxpruner (Google's JAX pruning library, an optax-style wrapper of the
@@ -115,6 +118,20 @@ def sparsity(params: Any, pattern: str = KERNELS) -> dict[str, float]:
       zeros, total = zeros + z, total + p.size
   out["total"] = zeros / max(total, 1)
   return out
+
+
+def keep_masks(masks: Any) -> optax.GradientTransformation:
+  """Fixed masks (``magnitude_masks``'s, True = kept) for fine-tuning after one-shot
+  pruning: kept weights get their updates, pruned ones exactly their negation, so a
+  pruned weight is zero after every update (``p + (-p) == 0``) whatever the optimizer
+  before it does. Place it last in a chain; leaves without a mask are left alone."""
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("pruning.keep_masks needs the parameters: call update(g, s, params).")
+    new = jax.tree.map(lambda m, u, p: u if m is None else jnp.where(m, u, -p),
+                       masks, updates, params, is_leaf=lambda x: x is None)
+    return new, state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 # -- gradual pruning during training ------------------------------------------------------

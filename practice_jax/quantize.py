@@ -95,7 +95,8 @@ def size_bytes(tree: Any) -> int:
 
 # -- qwix -----------------------------------------------------------------------------------
 
-def _rules(mode: str) -> list:
+def rules(mode: str) -> list:
+  """qwix's quantization rules of `mode` (PTQ here, QAT in tasks/quantization_aware.py)."""
   import qwix
   if mode == "w8":
     return [qwix.QuantizationRule(module_path=r".*Conv.*", weight_qtype="int8",
@@ -126,7 +127,7 @@ def qwix_quantize(task, state, mode: str, calibration: np.ndarray | None = None
   import qwix
   if mode not in QWIX_MODES:
     raise ValueError(f"mode {mode!r}: use one of {QWIX_MODES}")
-  model = qwix.quantize_model(float_model(task), qwix.PtqProvider(_rules(mode)))
+  model = qwix.quantize_model(float_model(task), qwix.PtqProvider(rules(mode)))
   model_state = jax.device_get(state.model_state)
   sample = jnp.zeros((1,) + tuple(task.image_shape), jnp.float32)
   abstract = jax.eval_shape(lambda k: model.init(k, sample, train=False),
@@ -158,14 +159,15 @@ def plain_params(task, state) -> Any:
 
 
 def float_logits(task, state, params: Any | None = None) -> Callable:
-  """Jitted uint8 images -> logits of the task's model with `params` (default: the
-  state's, `plain_params`)."""
+  """Jitted uint8 images -> logits of the task's model in float32 (a quantization-aware
+  task's ``plain_model``) with `params` (default: the state's, `plain_params`)."""
   model_state = jax.device_get(state.model_state)
   params = plain_params(task, state) if params is None else params
+  model = getattr(task, "plain_model", task.model)   # a QAT task's model in float
 
   @jax.jit
   def logits(p, images):
-    return task.model.apply({"params": p, **model_state}, task.preprocess(images),
+    return model.apply({"params": p, **model_state}, task.preprocess(images),
                             train=False)
   return lambda images: logits(params, images)
 

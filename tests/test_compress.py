@@ -192,6 +192,22 @@ def test_a_trained_run_prunes_quantizes_and_teaches(mock_tfds, tmp_path):
   saved = json.loads((tmp_path / "teacher" / "prune.json").read_text())
   assert len(saved["pruned"]) == 4 and (tmp_path / "teacher" / "prune.png").is_file()
 
+  # Fine-tuning after one-shot pruning: the masks stay fixed, the pruned weights zero.
+  tuned = compress.run_prune(teacher_dir, None, [0.9], ["global"], finetune_steps=4,
+                             finetune_learning_rate=1e-2)
+  row, = tuned["pruned"]
+  assert row["finetuned_kernel_sparsity"] == row["kernel_sparsity"] == pytest.approx(0.9, abs=0.01)
+  assert row["finetuned_loss"] != row["loss"] and tuned["finetune"]["steps"] == 4
+  exp, state, _, _ = compress.load_classifier(teacher_dir, None)
+  host = jax.device_get(state.params)
+  masks = pruning.magnitude_masks(host, 0.9)
+  after = jax.device_get(compress.finetune(exp, state, masks, 4, 1e-2).params)
+  kernel = lambda tree: np.asarray(tree["Dense_0"]["kernel"])      # noqa: E731
+  mask = np.asarray(masks["Dense_0"]["kernel"])
+  assert np.all(kernel(after)[~mask] == 0.0)                  # exactly zero
+  assert np.any(kernel(after)[mask] != kernel(host)[mask])    # the rest trained
+  chex.assert_trees_all_equal(jax.device_get(state.params), host)   # the run untouched
+
   rows = compress.run_quantize(teacher_dir, None, ["ours"], latency_batch=0)["rows"]
   assert rows[0]["method"] == "float32" and rows[0]["accuracy"] == dense
   assert all(r["size_bytes"] < 0.4 * rows[0]["size_bytes"] for r in rows[1:])
@@ -245,3 +261,57 @@ def test_bad_compression_settings_are_refused_in_one_sentence(mock_tfds, tmp_pat
     compress._floats("0.5,1.0")
   with pytest.raises(UserError, match="has no checkpoint|holds no|no last"):
     compress.run_prune(str(tmp_path / "fashion"), None, [0.5], ["global"])
+
+
+def test_keep_masks_holds_pruned_weights_at_zero_under_any_optimizer():
+  params = _params(2)
+  masks = pruning.magnitude_masks(params, 0.6)
+  params = pruning.apply_masks(params, masks)
+  tx = optax.chain(optax.adamw(1e-1, weight_decay=0.1), pruning.keep_masks(masks))
+  opt_state = tx.init(params)
+  for i in range(5):
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(i), p.shape), params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  assert pruning.sparsity(params)["total"] == pytest.approx(0.6, abs=0.01)
+  for name in params:
+    kept = np.asarray(masks[name]["kernel"])
+    assert np.all(np.asarray(params[name]["kernel"])[~kept] == 0.0)
+    assert np.all(np.asarray(params[name]["kernel"])[kept] != 0.0)
+
+
+def test_quantization_aware_training_keeps_plain_params_resumes_and_quantizes(mock_tfds,
+                                                                              tmp_path):
+  if not quantize.qwix_available():
+    pytest.skip("qwix is not installed (pip install -e '.[compress]')")
+  config = tiny(load_config("mnist_qat"), epochs=1.0)         # 6 steps
+  config.plots = False
+  config.model = model_config("mlp", hidden=(16,))      # qwix's dot_general; conv alike
+  config.checkpoint_every_steps = 2
+  config.keep_checkpoints = 20
+  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+  killed_copy(tmp_path / "full", tmp_path / "resumed", after_step=2)
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed["final"] == full["final"]
+  a = checkpointed_state(config, tmp_path / "full")
+  chex.assert_trees_all_equal(a, checkpointed_state(config, tmp_path / "resumed"))
+  # The parameters are a plain classifier's (same paths and shapes, nothing of qwix).
+  plain = config.copy_and_resolve_references()
+  plain.task = base_config().task
+  exp = train.build(plain)
+  chex.assert_trees_all_equal_shapes_and_dtypes(
+      jax.device_get(a.params), jax.device_get(exp.task.init_state(exp.plan).params))
+  # Training ran the fake-quantized model: its logits differ from the float network's,
+  # though little, and the float one is what compress and export start from.
+  qat, state, _, _ = train.load_trained(str(tmp_path / "full"))
+  images = np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
+  fake = np.asarray(qat.task.logits(state, images))
+  real = np.asarray(quantize.float_logits(qat.task, state)(images))
+  assert 0 < np.abs(fake - real).max() < 0.1 * np.abs(real).max()
+  rows = compress.run_quantize(str(tmp_path / "full"), None, ["w8a8"],
+                               latency_batch=0)["rows"]
+  assert [r["method"] for r in rows] == ["float32", "qwix w8a8"]
+  assert rows[1]["size_bytes"] < 0.4 * rows[0]["size_bytes"]
+  config.task.mode = "int4"
+  with pytest.raises(UserError, match=r"config.task.mode='int4' must be one of w8a8, w8"):
+    validate(config, 1)

@@ -157,7 +157,7 @@ def test_bad_formats_and_runs_are_refused_in_one_sentence(loaded, tmp_path, monk
     export.export(exp, state, ["onnx"], str(tmp_path), "run", step)
   assert export.parse_formats(["tflite", "stablehlo", "tflite"]) == ["tflite", "stablehlo"]
   with pytest.raises(UserError, match=r"^--format=keras: choose one or more of stablehlo, "
-                                      r"savedmodel, tflite, onnx\.$"):
+                                      r"savedmodel, tflite, tflite_int8, onnx\.$"):
     export.parse_formats(["keras"])
   exp.config.task.name = "language_model"
   try:
@@ -165,3 +165,32 @@ def test_bad_formats_and_runs_are_refused_in_one_sentence(loaded, tmp_path, monk
       export.check_classifier(exp, "runs/x")
   finally:
     exp.config.task.name = "classification"
+
+
+def test_tflite_int8_runs_in_int8_and_agrees_on_most_real_images(loaded, real_images, tmp_path):
+  exp, state, step = loaded
+  calibration, images = real_images[:100], real_images[100:]
+  paths = export.export(exp, state, ["tflite_int8", "tflite"], str(tmp_path), "run", step,
+                        representative=calibration)
+  results = export.check(exp, state, paths, images, TOLERANCE, int8_agreement=0.9)
+  r = results["tflite_int8"]
+  assert r["passed"] and r["top1_agreement"] >= 0.9 and "tolerance" not in r, r
+  assert results["tflite"]["top1_agreement"] == 1.0
+  # Quantized for real: int8 weights (about a quarter of the float file), int8 tensors.
+  assert os.path.getsize(paths["tflite_int8"]) < 0.4 * os.path.getsize(paths["tflite"])
+  import warnings
+
+  import tensorflow as tf
+  with warnings.catch_warnings():       # its deprecation notice
+    warnings.simplefilter("ignore")
+    interpreter = tf.lite.Interpreter(model_path=paths["tflite_int8"])
+  kinds = {d["dtype"] for d in interpreter.get_tensor_details()}
+  assert np.int8 in kinds
+  assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+  meta = json.loads((tmp_path / "model_int8.tflite.json").read_text())
+  assert meta["parity"]["min_agreement"] == 0.9 and meta["quantization"][
+      "representative_examples"] == 100
+  assert export.runner("tflite_int8", paths["tflite_int8"])(images[:1]).shape == (1, 10)
+  with pytest.raises(UserError, match="needs training images"):
+    export.export(exp, state, ["tflite_int8"], str(tmp_path), "run", step)
+  assert not export.parity(np.eye(4), np.eye(4)[::-1], 0.0, min_agreement=0.5)["passed"]

@@ -17,6 +17,7 @@ from practice_jax.tasks.distillation import DistillationTask
 from practice_jax.tasks.generative import GANTask, VAETask
 from practice_jax.tasks.language_model import LanguageModelTask
 from practice_jax.tasks.masked_lm import MaskedLMTask
+from practice_jax.tasks.quantization_aware import QuantizationAwareTask
 from practice_jax.tasks.rl import PPOTask
 from practice_jax.tasks.tabular import RegressionTask, TableClassificationTask
 from practice_jax.tasks.token_classification import TokenClassificationTask
@@ -41,6 +42,7 @@ register(RegressionTask)
 register(MaskedLMTask)
 register(TokenClassificationTask)
 register(DenoisingAutoencoderTask)
+register(QuantizationAwareTask)
 
 
 def names() -> list[str]:
