@@ -146,3 +146,17 @@ def test_a_real_measurement_inside_a_jit_trace(monkeypatch, tmp_path):
   chex.assert_trees_all_close(y, conv.conv2d(x, k, (1, 1), [(1, 1)] * 2, "xla"), rtol=1e-5)
   (entry,) = autotune._memory.values()
   assert set(entry["ms"]) == {"xla", "eigen", "im2col"} and entry["choice"] in entry["ms"]
+
+
+def test_a_symbolic_batch_takes_the_hand_set_rule(tuned):
+  """jax.export with a symbolic batch size (practice_jax.export) traces convolutions and
+  pools whose shapes are not numbers: nothing is measured or cached, no error."""
+  path, calls, _ = tuned
+  model = conv.Conv(FEATURES, 3, padding="VALID", impl="auto")
+  params = model.init(jax.random.key(1), jnp.ones(X_SHAPE))
+  (batch,) = jax.export.symbolic_shape("b")
+  spec = jax.ShapeDtypeStruct((batch,) + X_SHAPE[1:], jnp.float32)
+  exported = jax.export.export(jax.jit(
+      lambda p, x: conv.pool("max", model.apply(p, x), "auto")))(params, spec)
+  assert exported.in_avals[-1].shape[0] == batch
+  assert calls == [] and not path.exists()

@@ -100,11 +100,13 @@ def _auto(cin: int, out_pixels: int, strides: Sequence[int]) -> str:
   return "eigen" if out_pixels > 256 else "xla"
 
 
-def _autotuning() -> bool:
-  """Whether "auto" measures its choices (practice_jax/autotune.py): on CPU, unless
-  PRACTICE_JAX_AUTOTUNE=0 (the default under pytest)."""
+def _autotuning(shape: Sequence) -> bool:
+  """Whether "auto" measures its choice for an input of `shape` (practice_jax/autotune.py):
+  on CPU, unless PRACTICE_JAX_AUTOTUNE=0 (the default under pytest), and only for concrete
+  shapes (an export with a symbolic batch size takes the hand-set rule)."""
   from practice_jax import autotune
-  return jax.default_backend() == "cpu" and autotune.enabled() and not _initializing()
+  return (jax.default_backend() == "cpu" and autotune.enabled() and not _initializing()
+          and all(isinstance(d, int) for d in shape))
 
 
 def _initializing() -> bool:
@@ -134,7 +136,7 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
                   in zip(x.shape[1:3], pads, (kh, kw), strides))
   if impl == "auto":
     impl = _auto(cin, out_h * out_w, strides)
-    if _autotuning():
+    if _autotuning(x.shape):
       from practice_jax import autotune
       impl = autotune.conv_choice(tuple(x.shape), tuple(kernel.shape), tuple(strides),
                                   [tuple(p) for p in pads], jnp.dtype(x.dtype).name,
@@ -244,7 +246,7 @@ def _windows(x: jnp.ndarray) -> jnp.ndarray:
 def pool(kind: str, x: jnp.ndarray, impl: str) -> jnp.ndarray:
   """2x2 stride-2 "max" or "avg" pool: nn's reduce_window for impl "xla", else a reshape
   ("auto": the fast max-pool gradient, nn's average pool)."""
-  if impl == "auto" and kind == "max" and _autotuning():
+  if impl == "auto" and kind == "max" and _autotuning(x.shape):
     from practice_jax import autotune
     impl = autotune.max_pool_choice(tuple(x.shape), jnp.dtype(x.dtype).name)
   if impl == "xla" or (impl == "auto" and kind == "avg"):
