@@ -114,6 +114,9 @@ def float_model(task):
   settings = {k: v for k, v in task.config.model.items() if k != "name"}
   if "conv_impl" in settings:
     settings["conv_impl"] = "xla"
+  # The float model qwix rewrites is a Linen module: float32 compute (a bfloat16-trained
+  # run's parameters are float32 all the same; models/precision.py).
+  settings.update(dtype="float32", param_dtype="float32")
   return models.build(task.config.model.name, task.num_classes, **settings)
 
 

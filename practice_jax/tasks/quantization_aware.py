@@ -56,6 +56,9 @@ class QuantizationAwareTask(ClassificationTask):
               f"(int8 weights and activations, or int8 Dense weights only).")
     if not quantize.qwix_available():
       return f"task 'quantization_aware' needs qwix: {quantize.QWIX_MISSING}"
+    if config.model.get("dtype", "float32") != "float32":
+      return (f"config.model.dtype={config.model.dtype!r}: quantization-aware training "
+              f"fakes int8 in float32; leave config.model.dtype at 'float32'.")
     if config.task.adversarial_training.epsilon > 0:
       return ("config.task.adversarial_training is not supported with quantization-aware "
               "training; set its epsilon to 0 or use task 'classification'.")
