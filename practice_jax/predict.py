@@ -158,17 +158,19 @@ def to_model_input(image: np.ndarray, shape: tuple[int, int, int], invert: str =
   return fit_colour(image, height, width), notes
 
 
-def _as_in_folder(image: np.ndarray, shape, path: str) -> tuple[np.ndarray, list[str]]:
+def _as_in_folder(image: np.ndarray, shape, path: str, fit: str = "crop"
+                  ) -> tuple[np.ndarray, list[str]]:
   """A run trained on an image folder: any size, brought to the model's as its training
-  images were (data/folders.py: centre crop to a square, resize); inverted only with
-  --invert=yes."""
-  from practice_jax.data.images import fit_colour
+  images were (data/folders.py: config.data.fit, centre crop to a square or padded, and
+  resized); inverted only with --invert=yes."""
+  from practice_jax.data.images import fit_image
   notes = []
   if _INVERT.value == "yes":
     image, notes = 255 - image, ["inverted"]
   if image.shape[:2] != tuple(shape[:2]):
-    notes.append(f"resized from {image.shape[1]}x{image.shape[0]}")
-    image = fit_colour(image, shape[0], shape[1])
+    notes.append(f"{'padded' if fit == 'pad' else 'resized'} from "
+                 f"{image.shape[1]}x{image.shape[0]}")
+    image = fit_image(image, shape[0], shape[1], fit)
   return image, notes
 
 
@@ -227,7 +229,9 @@ def main(argv: list[str]) -> int:
       raise UserError(f"{_WORKDIR.value} holds a {exp.config.task.name} run, not an image "
                       f"classifier; use python -m practice_jax.sample for it.")
     shape, names = _input_spec(exp.task)
-    prepare = (_as_in_folder if exp.config.data.name == "image_folder" else
+    fit = exp.config.data.get("fit", "crop")
+    prepare = ((lambda image, shape, path: _as_in_folder(image, shape, path, fit))
+               if exp.config.data.name == "image_folder" else
                lambda image, shape, path: to_model_input(
                    image, shape, _INVERT.value, _RESIZE.value, path, exp.config.data.name))
     inputs, notes = zip(*(prepare(read_image(p, shape[-1]), shape, p) for p in paths))

@@ -69,6 +69,7 @@ class Model:
                       f"{exp.config.data.name}; serve takes image classifiers only.")
     self.workdir, self.step, self.which = workdir, int(step), which
     self.dataset = exp.config.data.name
+    self.fit = exp.config.data.get("fit", "crop")       # an image folder's, as trained
     self.shape = tuple(exp.task.image_shape)
     self.class_names = list(exp.task.class_names)
     self.max_images = max_images
@@ -125,13 +126,14 @@ def decode_image(body: bytes, channels: int, max_pixels: int) -> np.ndarray:
 def prepare_file_image(image: np.ndarray, model: Model, invert: str, resize: bool
                        ) -> np.ndarray:
   """As predict prepares an image file for the model (see the module docstring)."""
-  from practice_jax.data.images import fit_colour
+  from practice_jax.data.images import fit_image
   from practice_jax.predict import to_model_input
   height, width, _ = model.shape
   if model.dataset == "image_folder":      # trained on any sizes, brought to its own
     if invert == "yes":
       image = 255 - image
-    return image if image.shape[:2] == (height, width) else fit_colour(image, height, width)
+    return (image if image.shape[:2] == (height, width) else
+            fit_image(image, height, width, model.fit))
   if image.shape[:2] != (height, width) and not resize:
     raise RequestError(400, f"The image is {image.shape[1]}x{image.shape[0]} pixels but "
                             f"the model takes {width}x{height}; add ?resize=1 to fit it.")

@@ -80,6 +80,31 @@ def test_layout_split_and_cache(tmp_path):
   assert not folders.load(cfg)[2]
 
 
+def test_padding_keeps_the_whole_image_and_has_its_own_cache(tmp_path):
+  """config.data.fit='pad': a 20x10 (wide) image is scaled whole to 16x8 and centred on
+  black rows; 'crop' fills the frame. The two are cached apart."""
+  from practice_jax.data.images import fit_image
+  wide = np.full((10, 20, 3), 200, np.uint8)
+  padded = fit_image(wide, 16, 16, "pad")
+  assert padded.shape == (16, 16, 3)
+  assert (padded[:4] == 0).all() and (padded[12:] == 0).all()
+  assert (np.abs(padded[4:12].astype(int) - 200) <= 1).all()
+  assert (np.abs(fit_image(wide, 16, 16, "crop").astype(int) - 200) <= 1).all()
+  root = tmp_path / "wide"
+  for name, colour in COLOURS.items():
+    for i in range(4):
+      draw(os.path.join(root, name, f"{i}.png"), colour, size=(20, 10), seed=i)
+  settings = dict(path=str(root), image_size=16, cache_dir=str(tmp_path / "cache"))
+  crop = folders.load(data.data_config("image_folder", **settings))[1]
+  pad = folders.load(data.data_config("image_folder", fit="pad", **settings))
+  assert not pad[2]                                  # not the crop's cache entry
+  images = np.concatenate([part["image"] for part in pad[1].values()])
+  assert (images[:, :4] == 0).all() and (images[:, 4:12] > 0).any()
+  assert (np.concatenate([p["image"] for p in crop.values()])[:, :4] > 0).any()
+  with pytest.raises(UserError, match="config.data.fit='stretch' must be one of crop, pad"):
+    validate(folder_config(root, tmp_path, fit="stretch"), 1)
+
+
 def test_given_split_folders_are_used(tmp_path):
   root = colour_folder(tmp_path / "f", per_class=6, split="train")
   colour_folder(tmp_path / "f", per_class=2, split="test")

@@ -43,7 +43,7 @@ import numpy as np
 
 from practice_jax.data import splits
 from practice_jax.data.base import Entry
-from practice_jax.data.images import fit_colour, read_image
+from practice_jax.data.images import FITS, fit_image, read_image
 from practice_jax.data.in_memory import ArraySource, ClassificationData, channel_stats
 from practice_jax.errors import UserError
 
@@ -60,6 +60,9 @@ def _config(name: str) -> ml_collections.ConfigDict:
   c.name = name
   c.path = ml_collections.config_dict.placeholder(str)    # the folder (required)
   c.image_size = 64              # images become image_size x image_size
+  # How an image of another shape gets there: 'crop' (centre crop to a square, then
+  # resized) or 'pad' (resized whole, keeping its aspect ratio, centred on black).
+  c.fit = "crop"
   c.channels = 3                 # 1: grey, 3: RGB
   c.normalization = "dataset"    # 'dataset' (training images' statistics) or 'imagenet'
   # Without train/validation/test sub-folders: the seeded split of data/splits.py.
@@ -84,6 +87,8 @@ def _check(cfg: ml_collections.ConfigDict) -> str | None:
     return f"config.data.path={cfg.path} is not a folder; give a folder of class sub-folders."
   if cfg.image_size < 8:
     return f"config.data.image_size={cfg.image_size} must be at least 8."
+  if cfg.get("fit", "crop") not in FITS:
+    return f"config.data.fit={cfg.fit!r} must be one of {', '.join(FITS)}."
   if cfg.channels not in (1, 3):
     return f"config.data.channels={cfg.channels} must be 1 (grey) or 3 (RGB)."
   if cfg.normalization not in NORMALIZATIONS:
@@ -172,7 +177,10 @@ def find_images(path: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]
 def fingerprint(cfg, files: list[str]) -> str:
   """Of every file's path (relative to the folder) and bytes, and the decoding settings."""
   h = hashlib.blake2b(digest_size=16)
-  h.update(json.dumps([CACHE_VERSION, cfg.image_size, cfg.channels]).encode())
+  settings = [CACHE_VERSION, cfg.image_size, cfg.channels]
+  if cfg.get("fit", "crop") != "crop":      # older caches (crop) keep their keys
+    settings.append(cfg.fit)
+  h.update(json.dumps(settings).encode())
   for path in sorted(files):
     h.update(os.path.relpath(path, cfg.path).encode() + b"\0")
     with open(path, "rb") as f:
@@ -182,10 +190,10 @@ def fingerprint(cfg, files: list[str]) -> str:
   return h.hexdigest()
 
 
-def _decode(path: str, size: int, channels: int) -> np.ndarray:
+def _decode(path: str, size: int, channels: int, fit: str = "crop") -> np.ndarray:
   image = read_image(path, channels)
   if image.shape[:2] != (size, size):
-    image = fit_colour(image, size, size)
+    image = fit_image(image, size, size, fit)
   return image
 
 
@@ -194,7 +202,7 @@ def _decode_into(out: np.ndarray, files: list[str], cfg, done: int, total: int) 
   step = max(1, total // 20)
   with concurrent.futures.ThreadPoolExecutor(cfg.decode_threads) as pool:
     for i, image in enumerate(pool.map(
-        lambda f: _decode(f, cfg.image_size, cfg.channels), files)):
+        lambda f: _decode(f, cfg.image_size, cfg.channels, cfg.get("fit", "crop")), files)):
       out[i] = image
       done += 1
       if total >= 2000 and done % step == 0:

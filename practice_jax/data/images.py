@@ -39,3 +39,25 @@ def fit_colour(image: np.ndarray, height: int, width: int) -> np.ndarray:
   resized = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
       (width, height), Image.Resampling.LANCZOS)
   return np.asarray(resized, np.uint8).reshape(height, width, image.shape[-1])
+
+
+FITS = ("crop", "pad")
+
+
+def fit_image(image: np.ndarray, height: int, width: int, fit: str = "crop") -> np.ndarray:
+  """`image` brought to height x width: 'crop' (fit_colour: centre crop to the aspect
+  ratio, then scaled) or 'pad' (scaled whole to fit inside, keeping its aspect ratio,
+  centred on black, as a letterbox: nothing of the image is lost)."""
+  if fit == "crop":
+    return fit_colour(image, height, width)
+  from PIL import Image
+  h, w = image.shape[:2]
+  scale = min(height / h, width / w)
+  new_h, new_w = max(1, min(height, round(h * scale))), max(1, min(width, round(w * scale)))
+  resized = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
+      (new_w, new_h), Image.Resampling.LANCZOS)
+  out = np.zeros((height, width, image.shape[-1]), np.uint8)
+  top, left = (height - new_h) // 2, (width - new_w) // 2
+  out[top:top + new_h, left:left + new_w] = np.asarray(resized, np.uint8).reshape(
+      new_h, new_w, image.shape[-1])
+  return out
