@@ -2,7 +2,13 @@
 resume), freezing (parameters and batch-norm statistics unchanged), gradual unfreezing,
 LoRA, and training on fewer labels."""
 
+import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import chex
 import jax
@@ -11,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import killed_copy, load_config, tiny
+from conftest import REPO, killed_copy, load_config, tiny
 from practice_jax import lora, optim, train, transfer
 from practice_jax.errors import UserError
 from practice_jax.validation import validate
@@ -180,6 +186,99 @@ def test_a_fine_tuned_run_resumes_exactly_after_being_killed(source, probe, tmp_
   chex.assert_trees_all_equal(a.opt_state, b.opt_state)
   chex.assert_trees_all_equal(a.model_state, b.model_state)
   assert first["final"] == second["final"] and second["init_from"] == first["init_from"]
+
+
+# The fine-tuned run of the SIGKILL test, as a config file for `python -m practice_jax.main`:
+# _cnn() on mock Fashion-MNIST, 4 epochs = 24 steps, a checkpoint every 4 steps, started
+# from `source` with its first convolution and that layer's batch norm frozen.
+KILLED_CONFIG = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import load_config, tiny
+
+
+def get_config():
+  config = tiny(load_config("fashion_mnist_cnn"), epochs=4.0)
+  config.model.features = (4, 8)
+  config.model.dense = (16,)
+  config.task.augment.horizontal_flip = False
+  config.checkpoint_every_steps = 4
+  config.keep_checkpoints = 3
+  config.plots = False
+  config.init_from.workdir = {source!r}
+  config.optimizer.freeze = "^(Conv_0|BatchNorm_0)/"
+  return config
+"""
+
+
+def _main(config_file, workdir, data_dir):
+  """`python -m practice_jax.main` in a process of its own, on the mock datasets."""
+  env = {**os.environ, "TFDS_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)}
+  return subprocess.Popen(
+      [sys.executable, str(REPO / "tests" / "helpers" / "with_mock_tfds.py"),
+       "practice_jax.main", f"--config={config_file}", f"--workdir={workdir}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _saved_steps(workdir):
+  folder = workdir / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if (
+      folder.is_dir()) else []
+
+
+def test_a_fine_tuned_run_killed_by_sigkill_resumes_to_the_uninterrupted_result(
+    source, tmp_path):
+  """A real SIGKILL: the fine-tuned run (init_from, a frozen part) is killed in the middle
+  of training, as soon as a checkpoint is on disk (often during the next save), and the
+  same command run again restores its own checkpoint, not the source, and ends bitwise
+  where an uninterrupted run of the same config ends: parameters, optimizer state,
+  batch-norm statistics, final metrics and the metrics history."""
+  config_file = tmp_path / "finetune.py"
+  config_file.write_text(KILLED_CONFIG.format(tests=str(REPO / "tests"), source=source))
+  reference, killed = tmp_path / "reference", tmp_path / "killed"
+  # The uninterrupted run in this process (the same mock data, the same compiled step).
+  spec = importlib.util.spec_from_file_location("finetune_config", config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  train.train_and_evaluate(module.get_config(), str(reference))
+
+  proc = _main(config_file, killed, tmp_path / "tfds")
+  deadline = time.monotonic() + 300
+  while not _saved_steps(killed) and proc.poll() is None:
+    assert time.monotonic() < deadline, "no checkpoint was written"
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, err[-3000:]
+  assert not (killed / "run.json").exists()            # it died before the end
+  last = max(_saved_steps(killed))
+  assert 0 < last < 24
+
+  proc = _main(config_file, killed, tmp_path / "tfds")
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  resumed = int(out.split("Resuming from the checkpoint at step ")[1].split()[0])
+  assert 0 < resumed < 24 and "Initialised from" not in out
+
+  a, b = _state(str(reference)), _state(str(killed))
+  assert int(a.step) == int(b.step) == 24
+  chex.assert_trees_all_equal(a.params, b.params)
+  chex.assert_trees_all_equal(a.opt_state, b.opt_state)
+  chex.assert_trees_all_equal(a.model_state, b.model_state)
+  # The frozen part is the source's, bitwise, its batch-norm statistics too; the rest trained.
+  src = _state(source, "best")
+  for name in ("Conv_0", "BatchNorm_0"):
+    chex.assert_trees_all_equal(b.params[name], src.params[name])
+  chex.assert_trees_all_equal(b.model_state["batch_stats"]["BatchNorm_0"],
+                              src.model_state["batch_stats"]["BatchNorm_0"])
+  assert not np.array_equal(b.params["Conv_1"]["kernel"], src.params["Conv_1"]["kernel"])
+  first, second = (json.loads((w / "run.json").read_text()) for w in (reference, killed))
+  assert first["final"] == second["final"]
+  assert first["init_from"] == second["init_from"] and first["init_from"]["tensors_taken"]
+  from practice_jax.reporting import writers
+  strip = lambda workdir: [{k: v for k, v in r.items() if k != "time"}
+                           for r in writers.read_metrics(str(workdir))]
+  assert strip(killed) == strip(reference)
 
 
 def _tx(**settings):
