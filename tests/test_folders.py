@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -166,22 +167,79 @@ def test_train_on_a_folder_and_predict_new_images(tmp_path):
   assert "[resized from 50x40]: green" in result.stdout
 
 
-def test_a_folder_streams_from_its_cache_with_exact_resume(tmp_path):
-  import chex
-  from conftest import checkpointed_state, killed_copy
-  from practice_jax.data.streaming import StreamingSource
-  root = colour_folder(tmp_path / "colours")
-  config = folder_config(root, tmp_path, in_memory=False)
+STREAMED_CONFIG = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_folders import folder_config
+
+
+def get_config():
+  config = folder_config({root!r}, Path({tmp!r}), in_memory=False)
   config.num_epochs = 2.0
   config.checkpoint_every_steps = 1
   config.keep_checkpoints = 20
+  config.plots = False
+  return config
+"""
+
+
+def test_a_folder_streams_from_its_cache_and_resumes_exactly_after_sigkill(tmp_path):
+  """A real SIGKILL mid-epoch of a run streamed through grain from the folder's cache:
+  the same command run again resumes from its last checkpoint and ends bitwise where an
+  uninterrupted run ends (state, final metrics, the metrics history)."""
+  import importlib.util
+  import signal
+  import time
+
+  import chex
+  from conftest import checkpointed_state
+  from practice_jax.data.streaming import StreamingSource
+  from practice_jax.reporting import writers
+  root = colour_folder(tmp_path / "colours")
+  config_file = tmp_path / "streamed.py"
+  config_file.write_text(STREAMED_CONFIG.format(tests=str(REPO / "tests"), root=root,
+                                                tmp=str(tmp_path)))
+  spec = importlib.util.spec_from_file_location("streamed_config", config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
   assert isinstance(train.build(config).source, StreamingSource)
   full = train.train_and_evaluate(config, str(tmp_path / "full"))
-  killed_copy(tmp_path / "full", tmp_path / "resumed", after_step=2)   # mid-epoch
-  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
-  assert resumed["final"] == full["final"]
+  per_epoch = full["steps_per_epoch"]
+
+  killed = tmp_path / "killed"
+  command = [sys.executable, "-m", "practice_jax.main", f"--config={config_file}",
+             f"--workdir={killed}", "--compilation_cache="]
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+
+  def saved():
+    folder = killed / "checkpoints"
+    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+  while not saved() and proc.poll() is None:
+    assert time.monotonic() < deadline, "no checkpoint was written"
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, err[-3000:]
+  assert not (killed / "run.json").exists()
+  rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  resumed = int(rerun.stdout.split("Resuming from the checkpoint at step ")[1].split()[0])
+  assert 0 < resumed < full["steps"]
+  if resumed % per_epoch == 0:   # killed exactly at an epoch end: say so, still exact
+    print(f"killed at the epoch boundary (step {resumed})")
+  second = json.loads((killed / "run.json").read_text())
+  assert second["final"] == full["final"]
   chex.assert_trees_all_equal(checkpointed_state(config, tmp_path / "full"),
-                              checkpointed_state(config, tmp_path / "resumed"))
+                              checkpointed_state(config, killed))
+  strip = lambda w: [{k: v for k, v in r.items() if k != "time"}
+                     for r in writers.read_metrics(str(w))]
+  assert strip(killed) == strip(tmp_path / "full")
 
 
 def test_resnet_imagenet_stem():
