@@ -59,7 +59,11 @@ def _with_new_keys(old: dict, config: ml_collections.ConfigDict) -> dict:
                                        config.model.name)
   except (KeyError, ValueError):
     return old
-  merged = _flatten(json.loads(defaults.to_json_best_effort()))
+  # Only keys the new config has (a task with its own model section, as ppo, has no
+  # registered model's settings: they are not new keys of its runs).
+  present = _flatten(json.loads(config.to_json_best_effort()))
+  merged = {k: v for k, v in _flatten(json.loads(defaults.to_json_best_effort())).items()
+            if k in present}
   merged.update(_flatten(old))
   out: dict = {}
   for key, value in merged.items():

@@ -73,6 +73,13 @@ def _hosts_reachable(urls: list[str]) -> bool:
   return True
 
 
+def _check_manual_dir(name: str, manual_dir: str | None) -> None:
+  """A given --config.data.manual_dir must exist, prepared dataset or not."""
+  if manual_dir and not Path(manual_dir).is_dir():
+    raise UserError(f"The manual directory {manual_dir} for {name} does not exist; pass "
+                    f"the folder that holds {name}'s original files.")
+
+
 def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
             file_format: str | None = None):
   """Makes sure dataset `name` is prepared in `data_dir`; returns its TFDS builder.
@@ -83,9 +90,7 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   manual = Path(manual_dir) if manual_dir else Path(data_dir) / "downloads" / "manual"
   if file_format:
     data_dir = str(Path(data_dir) / file_format)
-  if manual_dir and not manual.is_dir():
-    raise UserError(f"The manual directory {manual} for {name} does not exist; pass the "
-                    f"folder that holds {name}'s original files.")
+  _check_manual_dir(name, manual_dir)
   builder = tfds.builder(CATALOGUE[name].tfds_name, data_dir=data_dir,
                          **({"file_format": file_format} if file_format else {}))
   if builder.is_prepared():
@@ -351,6 +356,7 @@ def load_image_splits(name: str, data_dir: str | None, manual_dir: str | None,
   """({split: {'image': uint8 NHWC, 'label': int32 N}}, class names) of image dataset
   `name`: from the cache when it holds the prepared files' arrays (no TensorFlow), else
   read through TFDS (preparing the dataset first if needed) and cached."""
+  _check_manual_dir(name, manual_dir)
   data_dir = data_dir or default_data_dir()
   root = None if _tfds_mocked() else cache_root()
   found, names = {}, None
