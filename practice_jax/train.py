@@ -272,7 +272,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   evaluators = task.evaluators()
   if parallel.is_main:   # records past the checkpoint are redone (all of them, if none)
     writers.truncate_metrics(workdir, step if ckpt.latest_step() is not None else -1,
-                             tuple(n for n, e in evaluators.items() if not e.periodic))
+                             tuple(n + suffix for n, e in evaluators.items()
+                                   if not e.periodic for suffix in ("", "_ema")))
   train_chunk = parallel.compile_train_chunk(task.train_step, config.batch_size,
                                              unroll=task.unroll_on_cpu)
   writer = writers.create_writer(workdir, active=parallel.is_main)
