@@ -296,13 +296,20 @@ def scale_by_plateau() -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+def _nodes(tree: Any, cls: type) -> list:
+  """The nodes of type `cls` (an optimizer's state tuple) anywhere in `tree`."""
+  def is_node(node):
+    return isinstance(node, cls)
+  return [n for n in jax.tree.leaves(tree, is_leaf=is_node) if is_node(n)]
+
+
 def _is_plateau(node: Any) -> bool:
   return isinstance(node, PlateauState)
 
 
 def plateau_scale(state: Any) -> float | None:
   """The reduce-on-plateau scale held in a train state (None: not in use)."""
-  found = [n for n in jax.tree.leaves(state, is_leaf=_is_plateau) if _is_plateau(n)]
+  found = _nodes(state, PlateauState)
   return float(jax.device_get(found[0].scale)) if found else None
 
 
@@ -410,18 +417,30 @@ def ema_of_weights(decay: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
-def _is_ema(node: Any) -> bool:
-  return isinstance(node, EmaState)
-
-
 def with_ema(state: Any) -> Any:
   """`state` with its parameters replaced by their moving average (cast to each
   parameter's dtype), for evaluation; `state` itself when it keeps no average."""
-  found = [n for n in jax.tree.leaves(state.opt_state, is_leaf=_is_ema) if _is_ema(n)]
+  found = _nodes(state.opt_state, EmaState)
   if not found:
     return state
   params = jax.tree.map(lambda e, p: e.astype(p.dtype), found[0].ema, state.params)
   return state.replace(params=params)
+
+
+EMA_SUFFIX = "_ema"   # of the evaluators' names for the moving average's results
+
+
+def evaluated_weights(opt: ml_collections.ConfigDict, state: Any) -> list[tuple[str, Any]]:
+  """[(suffix of the evaluators' names, state)]: the weights a run with optimizer
+  config `opt` evaluates and reports: the raw ones, the raw ones and their moving
+  average (ema_use='alongside'), or the average alone ('instead'). The first one gives
+  the monitored metric, the best checkpoint, the artifacts and what commands load."""
+  use = opt.get("ema_use", "alongside") if opt.get("ema_decay", 0.0) else None
+  if use == "instead":
+    return [("", with_ema(state))]
+  if use == "alongside":
+    return [("", state), (EMA_SUFFIX, with_ema(state))]
+  return [("", state)]
 
 
 def build(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, plan: Plan

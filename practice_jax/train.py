@@ -125,8 +125,7 @@ def load_trained(workdir: str, which: str | None = None, with_data: bool = False
                     f"for its first checkpoint).")
   exp = build(config, None if with_data else ckpt.read_meta().get("task"))
   state, _ = ckpt.restore(exp.parallel.put_state(exp.task.init_state(exp.plan)))
-  if config.optimizer.get("ema_decay", 0.0) and config.optimizer.ema_use == "instead":
-    state = optim.with_ema(state)   # what the run evaluated and reported
+  state = optim.evaluated_weights(config.optimizer, state)[0][1]   # what it reported
   return exp, state, ckpt.latest_step(), which
 
 
@@ -177,6 +176,17 @@ def _itstime(step: int, new_step: int, every: int) -> bool:
   return every > 0 and new_step // every > step // every
 
 
+def chunk_end(step: int, total: int, k: int, per_epoch: int | None) -> int:
+  """The step a chunk of up to `k` steps from `step` ends at: chunks end on multiples of
+  `k` counted from each epoch's start, never cross an epoch's end, nor `total`."""
+  if per_epoch:
+    epoch, index = divmod(step, per_epoch)
+    end = epoch * per_epoch + min((index // k + 1) * k, per_epoch)
+  else:
+    end = (step // k + 1) * k
+  return min(end, total)
+
+
 def _reduce_on_plateau(tracker: EarlyStopping, state: Any, value: float, step: int,
                        sched: ml_collections.ConfigDict) -> tuple[Any, str]:
   """Records one evaluation; after `plateau_patience` without improvement, multiplies
@@ -204,17 +214,6 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
            wall_start: float) -> dict[str, Any]:
   config, parallel, task, source = exp.config, exp.parallel, exp.task, exp.source
   total, per_epoch = exp.plan.total_steps, exp.plan.steps_per_epoch
-  ema_use = config.optimizer.get("ema_use", "alongside") if config.optimizer.get(
-      "ema_decay", 0.0) else None
-
-  def evaluated_states(state):
-    """[(suffix of the evaluators' names, state evaluated)]: the first one also gives
-    the monitored metric, the artifacts and the reports."""
-    if ema_use == "instead":
-      return [("", optim.with_ema(state))]
-    if ema_use == "alongside":
-      return [("", state), ("_ema", optim.with_ema(state))]
-    return [("", state)]
   state = parallel.put_state(task.init_state(exp.plan))
   state = transfer.start(exp, workdir, state)   # config.init_from on a fresh start
   ckpt = Checkpointer(os.path.join(workdir, LAST), config.keep_checkpoints)
@@ -273,7 +272,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   if parallel.is_main:   # records past the checkpoint are redone (all of them, if none)
     writers.truncate_metrics(workdir, step if ckpt.latest_step() is not None else -1,
                              tuple(n + suffix for n, e in evaluators.items()
-                                   if not e.periodic for suffix in ("", "_ema")))
+                                   if not e.periodic
+                                   for suffix in ("", optim.EMA_SUFFIX)))
   train_chunk = parallel.compile_train_chunk(task.train_step, config.batch_size,
                                              unroll=task.unroll_on_cpu)
   writer = writers.create_writer(workdir, active=parallel.is_main)
@@ -286,7 +286,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     """Runs the periodic evaluators and the task's per-evaluation artifacts (on the
     weights' moving average too, or instead, with optimizer.ema_decay)."""
     line, monitored = "", None
-    for suffix, evaluated in evaluated_states(state):
+    weights = optim.evaluated_weights(config.optimizer, state)
+    for suffix, evaluated in weights:
       for name, evaluator in evaluators.items():
         if evaluator.periodic:
           metrics = evaluator.run(evaluated)
@@ -294,7 +295,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
           line += f" | {name}{suffix} " + format_metrics(metrics, task.METRICS)
           if name == monitored_evaluator and not suffix:
             monitored = metrics[monitored_name]
-    task.artifacts(evaluated_states(state)[0][1], s, out, final=False)
+    task.artifacts(weights[0][1], s, out, final=False)
     return line, monitored
 
   if step == 0:     # the before of every before/after
@@ -309,22 +310,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     progress.message("Compiling the train step (the first chunk waits for it; the "
                      "compilation cache makes the next run start sooner)...")
   while step < total and not stopper.stopped:
-    k = config.steps_per_dispatch
-    if per_epoch:
-      epoch, index = divmod(step, per_epoch)
-      end = epoch * per_epoch + min((index // k + 1) * k, per_epoch)
-    else:
-      end = (step // k + 1) * k
-    new_step = min(end, total)
+    new_step = chunk_end(step, total, config.steps_per_dispatch, per_epoch)
     batches = source.batches(step, new_step - step, exp.local_batch)
-    if count_flops:        # once, beside the first chunk (whose compile it shares)
-      count_flops = False
-      progress.flops_per_step = flops.step_flops(task.train_step, state, batches,
-                                                 config.batch_size)
-      peak, peak_source = flops.device_peak(config.get("peak_flops", 0.0))
-      progress.peak_flops = peak and peak * parallel.num_devices
-      progress.message(flops.describe(progress.flops_per_step, peak, peak_source,
-                                      parallel.num_devices))
     state, sums, finite = train_chunk(state, batches, new_step - step)
     sums = jax.device_get(sums)
     window, epoch_sums = _add(window, sums), _add(epoch_sums, sums)
@@ -340,6 +327,14 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
           f"{'finite' if bool(finite) else 'not finite'}); {kept}; lower the learning "
           f"rate or add gradient clipping (optimizer.grad_clip_norm).")
     progress.update(new_step, chunk)
+    if count_flops:   # once, after the first chunk's line (rates start from the second)
+      count_flops = False
+      progress.flops_per_step = flops.step_flops(task.train_step, state, batches,
+                                                 config.batch_size)
+      peak, peak_source = flops.device_peak(config.get("peak_flops", 0.0))
+      progress.peak_flops = peak and peak * parallel.num_devices
+      progress.message(flops.describe(progress.flops_per_step, peak, peak_source,
+                                      parallel.num_devices))
 
     epoch_end = bool(per_epoch) and new_step % per_epoch == 0 or new_step == total
     if epoch_end or _itstime(step, new_step, config.log_every_steps):
@@ -398,7 +393,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     used = "best"
   used_step = int(state.step)
   final, final_periodic = {}, {}
-  for suffix, evaluated in evaluated_states(state):
+  weights = optim.evaluated_weights(config.optimizer, state)
+  for suffix, evaluated in weights:
     for name, evaluator in evaluators.items():
       final[name + suffix] = evaluator.run(evaluated)
       final_periodic[name + suffix] = evaluator.periodic
@@ -408,7 +404,7 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
   writer.close()
   ckpt.close()
   best_ckpt.close()
-  report = task.artifacts(evaluated_states(state)[0][1], used_step, out, final=True)
+  report = task.artifacts(weights[0][1], used_step, out, final=True)
   wall = time.perf_counter() - wall_start
   if not parallel.is_main:
     return {"final": final, "steps": step}

@@ -291,7 +291,11 @@ def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tiny_dataset, tmp_path, 
     data[-5] ^= 0xFF
   else:
     data = data[:len(data) // 2]
+  written = images.stat().st_mtime_ns
   images.write_bytes(bytes(data))
+  # A write moves the modification time (which sends the file to its checksum); within one
+  # tick of the kernel's coarse clock it may not, so move it as a later write would.
+  os.utime(images, ns=(written, written + 10**9))
   capsys.readouterr()
   again = as_arrays(in_memory.load_classification(tiny_dataset))
   err = capsys.readouterr().err
@@ -300,3 +304,13 @@ def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tiny_dataset, tmp_path, 
   assert_bitwise_equal(again, reference)
   as_arrays(in_memory.load_classification(tiny_dataset))   # rebuilt: read quietly now
   assert capsys.readouterr().err == ""
+
+
+def test_a_touched_cache_file_is_checked_and_kept(tiny_dataset, tmp_path, capsys):
+  reference = as_arrays(in_memory.load_classification(tiny_dataset))
+  images = next((tmp_path / "cache" / TINY).glob("train-*/image.npy"))
+  st = images.stat()
+  os.utime(images, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # copied, or touched
+  capsys.readouterr()
+  assert_bitwise_equal(as_arrays(in_memory.load_classification(tiny_dataset)), reference)
+  assert capsys.readouterr().err == ""          # its checksum matched: kept, no warning

@@ -136,3 +136,13 @@ def test_training_learns_the_training_set(mock_tfds, tmp_path):
   train_records = [r for r in writers.read_metrics(str(tmp_path)) if r["split"] == "train"]
   assert train_records[-1]["loss"] < 0.5 * train_records[0]["loss"]
   assert train_records[0]["accuracy"] < 0.5 and train_records[-1]["accuracy"] > 0.9
+
+
+def test_chunks_end_on_multiples_of_k_within_each_epoch_and_the_run():
+  ends, step = [], 0
+  while step < 25:
+    step = train.chunk_end(step, 25, 4, 10)
+    ends.append(step)
+  assert ends == [4, 8, 10, 14, 18, 20, 24, 25]
+  assert train.chunk_end(0, 7, 4, None) == 4 and train.chunk_end(4, 7, 4, None) == 7
+  assert train.chunk_end(3, 100, 4, 10) == 4      # a resumed run realigns

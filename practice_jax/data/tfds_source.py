@@ -16,8 +16,9 @@ TFDS data directory), with a fingerprint of the prepared files (names, sizes,
 modification times, ``dataset_info.json``), the installed TFDS version and the decoding
 settings: a run whose fingerprint matches reads the arrays memory-mapped and never imports
 TensorFlow; a re-prepared dataset or another TFDS version decodes again. Files are written
-to a temporary folder and renamed into place whole; one that fails its checksum is decoded
-again with a warning; a cache that cannot be written is skipped (the run goes on).
+to a temporary folder and renamed into place whole; a file whose size or modification time
+changed since is checked against its crc32, and one that fails it is decoded again with a
+warning; a cache that cannot be written is skipped (the run goes on).
 """
 
 from __future__ import annotations
@@ -251,7 +252,11 @@ def _read_cache(entry: Path, key: str) -> tuple[dict[str, np.ndarray], list[str]
     for field, dtype in _FIELDS.items():
       path = entry / f"{field}.npy"
       expected = meta["files"][field]
-      if path.stat().st_size != expected["size"] or _crc32(path) != expected["crc32"]:
+      st = path.stat()
+      # Untouched since written (size and modification time): no need to read it all;
+      # otherwise (copied, touched, rewritten) its checksum decides.
+      if st.st_size != expected["size"] or (
+          st.st_mtime_ns != expected.get("mtime_ns") and _crc32(path) != expected["crc32"]):
         return _damaged(entry, f"{path.name} does not match its checksum")
       array = np.load(path, mmap_mode="r", allow_pickle=False)
       if array.dtype != np.dtype(dtype) or list(array.shape) != expected["shape"]:
@@ -283,7 +288,8 @@ def _write_cache(entry: Path, key: str, data_dir: str, arrays: dict[str, np.ndar
         np.save(f, array, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
-      files[field] = {"size": path.stat().st_size, "crc32": _crc32(path),
+      st = path.stat()
+      files[field] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "crc32": _crc32(path),
                       "shape": list(array.shape)}
     (tmp / "meta.json").write_text(json.dumps(
         {"fingerprint": key, "data_dir": os.path.realpath(data_dir), "files": files,

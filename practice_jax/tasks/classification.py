@@ -181,6 +181,20 @@ class ClassificationTask(Task):
     return self._apply(state.params, state.model_state, self.preprocess(images),
                        train=False)[0]
 
+  @property
+  def float_network(self):
+    """The network in float32 (a quantization-aware task's, without its fake int8)."""
+    return self.model
+
+  def float_logits(self, state: TrainState, images: jax.Array,
+                   params=None) -> jax.Array:
+    """uint8 images -> logits of `float_network` with the run's plain parameters (LoRA
+    adapters merged), or with `params` (plain) in their place: what export converts and
+    compress quantizes."""
+    params = lora.merge(state.params, self.config) if params is None else params
+    return self.float_network.apply({"params": params, **state.model_state},
+                                    self.preprocess(images), train=False)
+
   @staticmethod
   def summarize(sums: dict) -> dict[str, float]:
     metrics = mean_metrics(sums)
