@@ -16,8 +16,9 @@ and ``prune.png`` (test accuracy against sparsity) into the workdir, and prints 
 table. Gradual pruning during
 training is a config setting instead: ``optimizer.prune_sparsity`` (configs/mnist_pruned.py).
 
-``quantize``: post-training int8 quantization (practice_jax/quantize.py): our own
-weight-only per-channel int8 and qwix's modes (``--modes``; qwix's need ``pip install -e
+``quantize``: post-training int8, int4 and int2 quantization (practice_jax/quantize.py):
+our own weight-only per-channel int8 (``ours``) and int4 (``ours4``) and qwix's modes
+(``--modes``: w8, w8a8, w8a8_static, w4a8, w4, w2a8; qwix's need ``pip install -e
 '.[compress]'``), each against the float32 model on the test split: accuracy, top-1
 agreement with float32, the largest logit difference, the parameters' size in bytes, and
 the median time of one batch of ``--latency_batch`` images on this machine. Writes
@@ -38,6 +39,7 @@ from practice_jax import quiet
 from practice_jax.errors import UserError
 
 COMMANDS = ("prune", "quantize")
+OURS = {"ours": 8, "ours4": 4}         # quantize: our weight-only modes and their bits
 
 def define_flags() -> None:
   """The command's flags (defined only when it runs, so importing this module defines
@@ -56,8 +58,9 @@ def define_flags() -> None:
   flags.DEFINE_float("finetune_learning_rate", 0.0,
                      "prune: peak learning rate of the fine-tuning (0: the run's / 10).",
                      lower_bound=0.0)
-  flags.DEFINE_string("modes", "", "quantize: comma-separated, of ours, w8, w8a8, "
-                      "w8a8_static (default: all; only 'ours' without qwix).")
+  flags.DEFINE_string("modes", "", "quantize: comma-separated, of ours, ours4, w8, w8a8, "
+                      "w8a8_static, w4a8, w4, w2a8 (default: all; only ours, ours4 "
+                      "without qwix).")
   flags.DEFINE_integer("calibration_examples", 1000,
                        "quantize: training images that calibrate w8a8_static.")
   flags.DEFINE_integer("latency_batch", 1,
@@ -101,7 +104,7 @@ def finetune(exp, state, masks, steps: int, learning_rate: float):
   import ml_collections
   import optax
 
-  from practice_jax import optim, pruning
+  from practice_jax import optim, pruning, train
   config, task = exp.config, exp.task
   opt = ml_collections.ConfigDict(config.optimizer.to_dict())
   opt.learning_rate = learning_rate
@@ -122,11 +125,12 @@ def finetune(exp, state, masks, steps: int, learning_rate: float):
   try:
     chunk = exp.parallel.compile_train_chunk(task.train_step, config.batch_size,
                                              unroll=task.unroll_on_cpu)
-    step, k = 0, max(1, int(config.steps_per_dispatch))
-    while step < steps:       # chunks of k steps that do not cross an epoch (the loop's)
-      n = min(k, steps - step, per_epoch - step % per_epoch)
-      tuned, _, _ = chunk(tuned, exp.source.batches(step, n, exp.local_batch), n)
-      step += n
+    step = 0
+    while step < steps:       # the loop's chunks: k steps, never across an epoch's end
+      end = train.chunk_end(step, steps, config.steps_per_dispatch, per_epoch)
+      tuned, _, _ = chunk(tuned, exp.source.batches(step, end - step, exp.local_batch),
+                          end - step)
+      step = end
   finally:
     task.tx = saved_tx
   return tuned
@@ -276,10 +280,12 @@ def quantize_table(exp, state, modes: list[str], calibration_examples: int,
 
   rows = [row("float32", reference, float_params, "the trained model")]
   for mode in modes:
-    if mode == "ours":
-      quantized, dequantized = quantize.int8_weights(float_params)
-      rows.append(row("int8 weights (ours)", quantize.float_logits(task, state, dequantized),
-                      quantized, "per-channel symmetric, dequantized for float compute"))
+    if mode in OURS:
+      bits = OURS[mode]
+      quantized, dequantized = quantize.int8_weights(float_params, bits)
+      rows.append(row(f"int{bits} weights (ours)",
+                      quantize.float_logits(task, state, dequantized), quantized,
+                      "per-channel symmetric, dequantized for float compute"))
     else:
       calibration = None
       if mode == "w8a8_static":
@@ -290,7 +296,10 @@ def quantize_table(exp, state, modes: list[str], calibration_examples: int,
                "w8a8": "qwix: int8 weights and activations, dynamic range",
                "w8a8_static": f"qwix: int8 weights and activations, static range "
                               f"({len(calibration)} calibration images)"
-               if calibration is not None else ""}
+               if calibration is not None else "",
+               "w4a8": "qwix: Dense int4 weights, int8 activations (dynamic); conv w8a8",
+               "w4": "qwix: Dense int4 weights, float activations; conv w8a8",
+               "w2a8": "qwix: Dense int2 weights, int8 activations (dynamic); conv w8a8"}
       rows.append(row(f"qwix {mode}", fn, params, notes[mode]))
   return {"rows": rows, "test_examples": int(len(labels)),
           "latency_batch": latency_batch}
@@ -312,11 +321,13 @@ def run_quantize(workdir: str, which: str | None, modes: list[str],
                  calibration_examples: int = 1000, latency_batch: int = 1) -> dict:
   from practice_jax import quantize
   from practice_jax.reporting.artifacts import Artifacts
-  allowed = ("ours",) + quantize.QWIX_MODES
+  allowed = tuple(OURS) + quantize.QWIX_MODES
   for mode in modes:
     if mode not in allowed:
-      raise UserError(f"--modes has {mode!r}; choose from {', '.join(allowed)}.")
-  if any(m != "ours" for m in modes) and not quantize.qwix_available():
+      raise UserError(f"--modes has {mode!r}; choose from {', '.join(allowed)}"
+                      + (" (int4 activations do not run on XLA:CPU)"
+                         if mode.endswith("a4") else "") + ".")
+  if any(m not in OURS for m in modes) and not quantize.qwix_available():
     raise UserError(quantize.QWIX_MISSING)
   if calibration_examples < 1:
     raise UserError(f"--calibration_examples={calibration_examples} must be at least 1.")
@@ -324,7 +335,7 @@ def run_quantize(workdir: str, which: str | None, modes: list[str],
   table = quantize_table(exp, state, modes, calibration_examples, latency_batch)
   table.update({"workdir": workdir, "checkpoint": which, "step": int(step)})
   Artifacts(workdir, exp.parallel.is_main, True).json("quantize.json", table)
-  print(format_quantize(table, f"{exp.task.title()}: int8 post-training quantization "
+  print(format_quantize(table, f"{exp.task.title()}: post-training quantization "
                         f"({which} checkpoint, step {step}), test split, "
                         f"{table['test_examples']} examples; ms/call: batch of "
                         f"{latency_batch}, median of 20, this CPU:"))
@@ -350,7 +361,7 @@ def main(argv: list[str]) -> int:
     else:
       from practice_jax import quantize
       modes = [m.strip() for m in f.modes.split(",") if m.strip()] or (
-          ["ours", *quantize.QWIX_MODES] if quantize.qwix_available() else ["ours"])
+          [*OURS, *quantize.QWIX_MODES] if quantize.qwix_available() else [*OURS])
       run_quantize(f.workdir, f.checkpoint, modes, f.calibration_examples,
                    f.latency_batch)
   except UserError as e:

@@ -14,24 +14,37 @@ channel statistics) is inside the exported function. The parameters are constant
   input is sharded). Reload it with ``jax.export.deserialize(open(f, 'rb').read()).call``.
 - ``savedmodel``: ``saved_model/``, a TensorFlow SavedModel made by ``jax2tf`` (its
   ``serving_default`` signature takes ``images`` and returns ``logits``).
-- ``tflite``: ``model.tflite``, the SavedModel (lowered for CPU) converted by
-  ``tf.lite.TFLiteConverter`` (float32 weights, no quantisation).
+- ``tflite``: ``model.tflite``, a SavedModel (lowered for CPU) of
+  `convertible_function` converted by ``tf.lite.TFLiteConverter`` (float32 weights, no
+  quantisation). `convertible_function` computes the same logits with ops that the TF
+  Lite converter and tf2onnx take: the network built with ``conv_impl='xla'`` (same
+  parameters) and nn.avg_pool's window sums as depthwise convolutions.
 - ``tflite_int8``: ``model_int8.tflite``, the same SavedModel converted with full-integer
   post-training quantization (``tf.lite.Optimize.DEFAULT``, a representative dataset of
   ``--representative_examples`` training images calibrating every activation's range,
   ``TFLITE_BUILTINS_INT8`` ops only: int8 weights, per channel, and int8 activations, run
   by the interpreter's int8 kernels). Its input stays the raw uint8 image and its output
   float32 logits (the quantize and dequantize steps are inside), for one image at a
-  time (batch 1: the converter's int8 pass cannot take nn.avg_pool's reduce_window with a
-  symbolic batch, nor the fast CPU convolution's gather; the runner here loops over a
-  batch, and this is the usual shape on a device anyway). An int8 model does not
+  time (batch 1: with a symbolic batch the int8 model converts too, but its shape
+  arithmetic stays in int32 and float ops around the int8 kernels, and it ran 10x
+  slower a call on a small CNN (0.153 vs 0.014 ms); the runner here loops over a
+  batch, and one image is the usual shape on a device anyway). An int8 model does not
   reproduce the float logits, so its check is an agreement threshold instead of the
   tolerance: top-1 the same as the JAX model's on at least ``--int8_agreement`` of the
   examples (default 0.99).
-- ``onnx``: ``model.onnx``, the TF Lite model converted by ``tf2onnx`` (opset 17). tf2onnx
-  cannot read the SavedModel itself (jax2tf writes the model as one XlaCallModule op,
-  which it does not convert), and is not a dependency of the project: install it with
-  ``pip install -e '.[onnx]'`` (tf2onnx and onnxruntime; they resolve with the project's pins).
+- ``onnx``: ``model.onnx``, the float TF Lite model converted by ``tf2onnx`` (opset 17):
+  convolutions, pools and matrix products as ONNX's own ops. tf2onnx cannot read the SavedModel
+  itself (jax2tf writes the model as one XlaCallModule op, which it does not convert),
+  nor a TF Lite STABLEHLO_REDUCE_WINDOW (what the converter makes of nn.avg_pool with a
+  symbolic batch; `convertible_function` avoids it), and is not a dependency of the
+  project: install it with ``pip install -e '.[onnx]'`` (tf2onnx and onnxruntime; they
+  resolve with the project's pins).
+- ``onnx_int8``: ``model_int8.onnx``, the ONNX model quantized by ONNX Runtime's own
+  static post-training quantization (``onnxruntime.quantization.quantize_static``, after
+  its ``quant_pre_process``): QDQ format, int8 weights per channel and int8 activations
+  whose ranges the same ``--representative_examples`` training images calibrate (MinMax).
+  It takes any batch size, like the float model; its check is tflite_int8's agreement
+  threshold.
 
 Beside each artifact, ``ARTIFACT.json`` says what it takes and returns, the class names,
 and the parity check's result: unless ``--check=false``, each artifact is run in its own
@@ -55,16 +68,17 @@ from absl import app, flags, logging
 from practice_jax import quiet
 from practice_jax.errors import UserError
 
-FORMATS = ("stablehlo", "savedmodel", "tflite", "tflite_int8", "onnx")
+FORMATS = ("stablehlo", "savedmodel", "tflite", "tflite_int8", "onnx", "onnx_int8")
+INT8_FORMATS = ("tflite_int8", "onnx_int8")   # checked by top-1 agreement, see `parity`
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")       # jax.export's names
 ARTIFACTS = {"stablehlo": "model.stablehlo", "savedmodel": "saved_model",
              "tflite": "model.tflite", "tflite_int8": "model_int8.tflite",
-             "onnx": "model.onnx"}
+             "onnx": "model.onnx", "onnx_int8": "model_int8.onnx"}
 RUNTIMES = {"stablehlo": "JAX (jax.export)", "savedmodel": "TensorFlow",
             "tflite": "TF Lite interpreter", "tflite_int8": "TF Lite interpreter (int8)",
-            "onnx": "ONNX Runtime"}
+            "onnx": "ONNX Runtime", "onnx_int8": "ONNX Runtime (int8)"}
 ONNX_OPSET = 17
-ONNX_MISSING = ("--format=onnx needs tf2onnx and onnxruntime, which are not installed: "
+ONNX_MISSING = ("--format=onnx and onnx_int8 need tf2onnx and onnxruntime, which are not installed: "
                 "pip install -e '.[onnx]' (they resolve with the project's pins).")
 
 # -- what is exported ------------------------------------------------------------------
@@ -84,18 +98,108 @@ def check_classifier(exp, workdir: str) -> None:
 
 def logits_function(exp, state) -> Callable:
   """uint8 images [batch, H, W, C] -> float32 logits, the parameters as constants (a
-  quantization-aware run's network in float)."""
+  quantization-aware run's network in float: its int8 form is tflite_int8's)."""
   import jax
   host_state = jax.device_get(state)
-  task = exp.task
-  if getattr(task, "plain_model", None) is not None:
-    # A quantization-aware run: its network in float (its int8 form is tflite_int8's).
-    from practice_jax import lora
-    variables = {"params": lora.merge(host_state.params, exp.config),
-                 **host_state.model_state}
-    return lambda images: task.plain_model.apply(variables, task.preprocess(images),
-                                                 train=False)
-  return lambda images: task.logits(host_state, images)
+  return lambda images: exp.task.float_logits(host_state, images)
+
+
+def convertible_function(exp, state) -> Callable:
+  """The function the TF Lite route converts (tflite, tflite_int8, and onnx, which is
+  converted from the TF Lite model): `logits_function`'s logits, computed with ops that
+  the TF Lite converter and tf2onnx both take. Two changes, neither in the parameters:
+
+  - The network is built with ``conv_impl='xla'`` where it has that setting
+    (``quantize.float_model``: nn.Conv and nn's pools, the same parameters). The other
+    lowerings slice with a symbolic batch size, which lowers to a dynamic gather that the
+    TF Lite converter refuses ("'vhlo.dynamic_gather_v1' op is not part of the vhlo
+    support yet").
+  - Every window sum (``reduce_window`` with add: nn.avg_pool's) runs as a depthwise
+    convolution with a kernel of ones (`without_window_sums`). With a symbolic batch
+    size the TF Lite converter keeps a window sum as STABLEHLO_REDUCE_WINDOW, an op that
+    tf2onnx 1.17 cannot convert and the int8 pass refuses; a depthwise convolution is
+    DEPTHWISE_CONV_2D in TF Lite (run by XNNPACK, in int8 too) and a grouped Conv in ONNX.
+    Window maxima (nn.max_pool) need nothing: they become MAX_POOL_2D.
+  """
+  import jax
+
+  from practice_jax import lora, quantize
+  host_state = jax.device_get(state)
+  network = quantize.float_model(exp.task)
+  variables = {"params": lora.merge(host_state.params, exp.config),
+               **host_state.model_state}
+  return without_window_sums(
+      lambda images: network.apply(variables, exp.task.preprocess(images), train=False))
+
+
+_INLINED = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
+            "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}
+
+
+def without_window_sums(fn: Callable) -> Callable:
+  """`fn` (one array in, one out) with each float window sum over the spatial dimensions
+  of an NHWC array (``lax.reduce_window`` with add, what nn.avg_pool computes before it
+  divides) replaced by the same sum as a depthwise convolution with a kernel of ones
+  (same windows, strides, padding and dilations; the sum's order may differ in the last
+  bit). Everything else runs as it is; calls (jit) and custom derivatives are inlined
+  (this is for inference: their gradient rules are dropped). `fn` is traced again at
+  each call's shapes (a symbolic batch size stays symbolic)."""
+  import jax
+
+  def wrapped(images):
+    closed = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct(images.shape, images.dtype))
+    out, = _evaluate(closed.jaxpr, closed.consts, [images])
+    return out
+  return wrapped
+
+
+def _evaluate(jaxpr, consts, args) -> list:
+  """`jaxpr` evaluated on `args`, its window sums as depthwise convolutions."""
+  from jax.extend import core
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, core.Literal) else env[v]
+  env.update(zip(jaxpr.constvars, consts))
+  env.update(zip(jaxpr.invars, args))
+  for eqn in jaxpr.eqns:
+    values = [read(v) for v in eqn.invars]
+    name = eqn.primitive.name
+    inner = eqn.params.get(_INLINED.get(name, ""))
+    summed = (_depthwise_window_sum(values[0], **eqn.params)
+              if name == "reduce_window_sum" else None)
+    if summed is not None:
+      outs = [summed]
+    elif isinstance(inner, core.ClosedJaxpr):
+      # custom_vjp_call passes its consts first (num_consts), as call_jaxpr takes them.
+      outs = _evaluate(inner.jaxpr, inner.consts, values)
+    else:
+      outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
+      if not eqn.primitive.multiple_results:
+        outs = [outs]
+    env.update(zip(eqn.outvars, outs))
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _depthwise_window_sum(x, window_dimensions, window_strides, padding, base_dilation,
+                          window_dilation):
+  """reduce_window_sum of NHWC `x` over (H, W) windows as a depthwise convolution, or
+  None where it is not one (another rank or layout, a non-float or unknown channel
+  count)."""
+  import jax.numpy as jnp
+  from jax import lax
+  spatial_only = all(
+      window_dimensions[i] == 1 and window_strides[i] == 1 and tuple(padding[i]) == (0, 0)
+      and base_dilation[i] == 1 and window_dilation[i] == 1 for i in (0, 3))
+  if (x.ndim != 4 or not spatial_only or not jnp.issubdtype(x.dtype, jnp.floating)
+      or not isinstance(x.shape[3], int)):
+    return None
+  channels = x.shape[3]
+  ones = jnp.ones(tuple(window_dimensions[1:3]) + (1, channels), x.dtype)
+  return lax.conv_general_dilated(
+      x, ones, tuple(window_strides[1:3]), [tuple(p) for p in padding[1:3]],
+      lhs_dilation=tuple(base_dilation[1:3]), rhs_dilation=tuple(window_dilation[1:3]),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
 
 
 def metadata(exp, fmt: str, artifact: str, workdir: str, step: int) -> dict:
@@ -195,6 +299,41 @@ def export_onnx(tflite: str, path: str) -> None:
   os.replace(tmp, path)
 
 
+def export_onnx_int8(onnx_model: str, path: str, representative: np.ndarray,
+                     batch: int = 50) -> None:
+  """ONNX Runtime's static int8 quantization of `onnx_model` (module docstring):
+  `representative` (uint8 images, fed `batch` at a time) calibrates the activations."""
+  if not onnx_available():
+    raise UserError(ONNX_MISSING)
+  import onnxruntime
+  from onnxruntime import quantization
+  from onnxruntime.quantization.shape_inference import quant_pre_process
+  name = onnxruntime.InferenceSession(
+      onnx_model, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+  class Reader(quantization.CalibrationDataReader):
+    def __init__(self):
+      self.batches = iter(representative[i:i + batch]
+                          for i in range(0, len(representative), batch))
+
+    def get_next(self):
+      images = next(self.batches, None)
+      return None if images is None else {name: images}
+  prepared, tmp = path + ".prepared", path + ".tmp"
+  try:
+    # Shape inference and graph optimization first (the symbolic shape inference needs
+    # sympy, which the project does not need: ONNX's own inference suffices here).
+    quant_pre_process(onnx_model, prepared, skip_symbolic_shape=True)
+    quantization.quantize_static(
+        prepared, tmp, Reader(), quant_format=quantization.QuantFormat.QDQ,
+        per_channel=True, activation_type=quantization.QuantType.QInt8,
+        weight_type=quantization.QuantType.QInt8)
+    os.replace(tmp, path)
+  finally:
+    _remove(prepared)
+    _remove(tmp)
+
+
 def _write_bytes(path: str, data: bytes) -> None:
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
@@ -232,7 +371,7 @@ def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: serve(images=tf.constant(images))["logits"].numpy()
   if fmt in ("tflite", "tflite_int8"):
     return _tflite_runner(path)
-  if fmt == "onnx":
+  if fmt in ("onnx", "onnx_int8"):
     if not onnx_available():
       raise UserError(ONNX_MISSING)
     import onnxruntime
@@ -335,19 +474,27 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
            platforms=("cpu", "cuda", "tpu"), representative: np.ndarray | None = None
            ) -> dict[str, str]:
   """Writes each format's artifact (and its JSON) in `out`; {format: artifact path}.
-  'tflite_int8' needs `representative`: uint8 training images that calibrate it."""
-  if "tflite_int8" in formats and (representative is None or not len(representative)):
-    raise UserError("--format=tflite_int8 needs training images to calibrate the int8 "
-                    "activations, and this run has none here.")
+  'tflite_int8' and 'onnx_int8' need `representative`: uint8 training images that
+  calibrate them."""
+  int8 = [f for f in formats if f in INT8_FORMATS]
+  if int8 and (representative is None or not len(representative)):
+    raise UserError(f"--format={int8[0]} needs training images to calibrate the int8 "
+                    f"activations, and this run has none here.")
+  if {"onnx", "onnx_int8"} & set(formats) and not onnx_available():
+    raise UserError(ONNX_MISSING)
   fn = logits_function(exp, state)
+  tflite_fn = (convertible_function(exp, state)
+               if {"tflite", "tflite_int8", "onnx", "onnx_int8"} & set(formats) else None)
   shape = tuple(exp.task.image_shape)
   os.makedirs(out, exist_ok=True)
   paths = {fmt: os.path.join(out, ARTIFACTS[fmt]) for fmt in formats}
-  # TF Lite is converted from a SavedModel lowered for CPU alone (the converter takes one
-  # platform), ONNX from the TF Lite model; what was not asked for is written in scratch
-  # paths and removed.
+  # TF Lite is converted from a SavedModel of `convertible_function` lowered for CPU alone
+  # (the converter takes one platform), ONNX from the TF Lite model, onnx_int8 from the
+  # ONNX model; what was not asked for is written in scratch paths and removed.
   scratch_saved_model = os.path.join(out, ".saved_model_for_tflite")
   tflite = paths.get("tflite") or os.path.join(out, ".model_for_onnx.tflite")
+  onnx_model = paths.get("onnx") or os.path.join(out, ".model_for_int8.onnx")
+  made_onnx = False
   made_tflite = False
   scratch_made = False
   try:
@@ -360,16 +507,16 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
       elif fmt == "savedmodel":
         export_savedmodel(fn, shape, paths[fmt], platforms)
         meta["platforms"] = list(platforms)
-      if fmt in ("tflite", "onnx") and not scratch_made:
-        export_savedmodel(fn, shape, scratch_saved_model, ("cpu",))
+      if fmt in ("tflite", "onnx", "onnx_int8") and not scratch_made:
+        export_savedmodel(tflite_fn, shape, scratch_saved_model, ("cpu",))
         scratch_made = True
-      if fmt in ("tflite", "onnx") and not made_tflite:
+      if fmt in ("tflite", "onnx", "onnx_int8") and not made_tflite:
         export_tflite(scratch_saved_model, tflite)
         made_tflite = True
       if fmt == "tflite_int8":
         int8_saved_model = os.path.join(out, ".saved_model_for_int8")
         try:
-          export_savedmodel(fn, shape, int8_saved_model, ("cpu",), batch=1)
+          export_savedmodel(tflite_fn, shape, int8_saved_model, ("cpu",), batch=1)
           export_tflite_int8(int8_saved_model, paths[fmt], representative)
         finally:
           _remove(int8_saved_model)
@@ -377,13 +524,21 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
             "kind": "full-integer post-training (TFLiteConverter, TFLITE_BUILTINS_INT8)",
             "representative_examples": int(len(representative))}
         meta["input"]["shape"][0] = 1
-      if fmt == "onnx":
-        export_onnx(tflite, paths[fmt])
+      if fmt in ("onnx", "onnx_int8") and not made_onnx:
+        export_onnx(tflite, onnx_model)
+        made_onnx = True
+      if fmt == "onnx_int8":
+        export_onnx_int8(onnx_model, paths[fmt], representative)
+        meta["quantization"] = {
+            "kind": "static post-training (onnxruntime.quantization.quantize_static, "
+                    "QDQ, int8 weights per channel, int8 activations, MinMax)",
+            "representative_examples": int(len(representative))}
       meta["size_bytes"] = size_bytes(paths[fmt])
       meta["export_seconds"] = round(time.perf_counter() - start, 2)
       write_metadata(paths[fmt], meta)
   finally:
-    for scratch in (scratch_saved_model, os.path.join(out, ".model_for_onnx.tflite")):
+    for scratch in (scratch_saved_model, os.path.join(out, ".model_for_onnx.tflite"),
+                    os.path.join(out, ".model_for_int8.onnx")):
       _remove(scratch)
   return paths
 
@@ -412,7 +567,7 @@ def check(exp, state, paths: dict[str, str], images: np.ndarray, tolerance: floa
   for fmt, path in paths.items():
     run = runner(fmt, path)
     result = parity(reference, batched(run, images), tolerance,
-                    int8_agreement if fmt == "tflite_int8" else None)
+                    int8_agreement if fmt in INT8_FORMATS else None)
     if fmt == "stablehlo" and jax.device_count() > 1:
       sharded = parity(reference, batched(sharded_runner(path), images), tolerance)
       result["devices"] = jax.device_count()
@@ -446,16 +601,16 @@ def test_images(exp, limit: int = 0) -> np.ndarray:
 
 
 def representative_images(exp, limit: int) -> np.ndarray:
-  """The first `limit` training images (uint8): tflite_int8's calibration set."""
+  """The first `limit` training images (uint8): the int8 formats' calibration set."""
   import jax
   train_split = getattr(exp.source, "train", None)
   if not train_split or "image" not in train_split:
-    raise UserError("--format=tflite_int8 needs the run's training images to calibrate "
+    raise UserError("The int8 formats need the run's training images to calibrate "
                     "the int8 activations; this run's data gives none.")
   images = np.asarray(jax.device_get(train_split["image"][:limit]))
   if images.dtype != np.uint8:
     raise UserError(f"The run's training images are {images.dtype}, not uint8; "
-                    f"tflite_int8 takes raw uint8 images.")
+                    f"the int8 formats take raw uint8 images.")
   return images
 
 
@@ -476,11 +631,12 @@ def define_flags() -> None:
                        "(0: all).", lower_bound=0)
   flags.DEFINE_float("tolerance", 1e-3, "Largest absolute logit difference the check "
                      "accepts.", lower_bound=0.0)
-  flags.DEFINE_float("int8_agreement", 0.99, "tflite_int8: the fraction of examples on "
-                     "which its top-1 must agree with the JAX model's.",
+  flags.DEFINE_float("int8_agreement", 0.99, "tflite_int8, onnx_int8: the fraction of "
+                     "examples on which its top-1 must agree with the JAX model's.",
                      lower_bound=0.0, upper_bound=1.0)
-  flags.DEFINE_integer("representative_examples", 500, "tflite_int8: training images "
-                       "that calibrate the int8 activations.", lower_bound=1)
+  flags.DEFINE_integer("representative_examples", 500, "tflite_int8, onnx_int8: "
+                       "training images that calibrate the int8 activations.",
+                       lower_bound=1)
   flags.DEFINE_integer("latency", 0, "Time this many batch-1 calls in each runtime "
                        "(0: none).", lower_bound=0)
 
@@ -506,7 +662,7 @@ def main(argv: list[str]) -> int:
   workdir = FLAGS.workdir
   try:
     formats = parse_formats(FLAGS.format)
-    if "onnx" in formats and not onnx_available():
+    if {"onnx", "onnx_int8"} & set(formats) and not onnx_available():
       raise UserError(ONNX_MISSING)
     platforms = tuple(dict.fromkeys(FLAGS.platforms))
     if not platforms or set(platforms) - set(PLATFORMS):
@@ -515,7 +671,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.check and "cpu" not in platforms:
       raise UserError("The check runs the artifacts on this machine's CPU; add cpu to "
                       "--platforms or pass --check=false.")
-    int8 = "tflite_int8" in formats
+    int8 = bool(set(INT8_FORMATS) & set(formats))
     exp, state, step, which = train.load_trained(workdir, FLAGS.checkpoint,
                                                  with_data=FLAGS.check or int8)
     check_classifier(exp, workdir)

@@ -1,4 +1,4 @@
-"""Post-training int8 quantization of a trained image classifier.
+"""Post-training int8 and int4 quantization of a trained image classifier.
 
 Two implementations, measured side by side by ``python -m practice_jax.compress
 quantize --workdir=W``:
@@ -16,6 +16,17 @@ quantize --workdir=W``:
     computed from each batch as it comes (dynamic range).
   - ``w8a8_static``: the same with fixed activation scales calibrated once on training
     images (static range: the scales become parameters, as an int8 runtime needs).
+  - ``w4a8``: Dense kernels int4 (per output channel, symmetric absmax: qwix maps
+    ``max|w|`` to 7.5 and rounds into [-8, 7]), their input activations int8 dynamic;
+    convolutions w8a8 dynamic (qwix 0.1.8's convolution needs one type on both sides).
+  - ``w4``: Dense kernels int4, activations float; convolutions w8a8 as in ``w8``.
+  - ``w2a8``: as ``w4a8`` with 2-bit Dense kernels (qwix's ``int2``: ``max|w|`` to 1.5,
+    rounded into {-2, -1, 0, 1}; qwix holds them in int4 arrays, the size counts the
+    2 bits a packed store needs).
+
+  There is no ``w4a4``: an int4 x int4 product (Dense or convolution) does not compile
+  on XLA:CPU ("does not support custom element sizes on non-sub-byte types"), so it is
+  refused with the other unknown modes.
 
   The project's fast CPU convolution (models/conv.py's ``Conv``, for conv_impl other than
   'xla') casts its kernel with ``astype``, which qwix 0.1.8's quantized weights do not
@@ -26,10 +37,13 @@ quantize --workdir=W``:
   ``scale = max|w| / 127`` over all axes but the last, ``q = round(w / scale)`` in
   [-127, 127]; the model runs on the dequantized weights ``q * scale`` (what an int8
   weight store costs in accuracy, without int8 arithmetic). Every weight is within half a
-  step (scale / 2) of its float value.
+  step (scale / 2) of its float value. **ours4** is the same in int4 (``max|w| / 7``, [-7,
+  7]) for every kernel, convolutions included.
 
-The size is the bytes of the parameters as stored: int8 values plus float32 scales for
-the quantized kernels, float32 for everything else (biases, batch-norm statistics).
+The size is the bytes of the parameters as stored: int8 values (one byte each), int4
+values (half a byte each, two to a byte) or int2 (a quarter byte: qwix's logical type,
+packed) plus float32 scales for the quantized kernels, float32 for everything else
+(biases, batch-norm statistics).
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-QWIX_MODES = ("w8", "w8a8", "w8a8_static")
+QWIX_MODES = ("w8", "w8a8", "w8a8_static", "w4a8", "w4", "w2a8")
 QWIX_MISSING = ("qwix is not installed: pip install -e '.[compress]' (qwix>=0.1.8, "
                 "pure Python; it resolves with the project's pins).")
 KERNEL_NAMES = ("kernel",)
@@ -54,13 +68,17 @@ def qwix_available() -> bool:
 
 # -- ours: weight-only per-channel symmetric int8 -----------------------------------------
 
-def quantize_int8(w: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-  """(int8 values, float32 scales per output channel, the last axis) of `w`."""
+def quantize_int8(w: jax.Array, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+  """(int8 values, float32 scales per output channel, the last axis) of `w`; with
+  ``bits=4``, int4 values in [-7, 7] (``scale = max|w| / 7``, stored as ``jnp.int4``)."""
+  if bits not in (8, 4):
+    raise ValueError(f"bits={bits}: 8 or 4")
+  top = 2 ** (bits - 1) - 1
   w = np.asarray(w, np.float32)
   axes = tuple(range(w.ndim - 1))
-  scale = np.max(np.abs(w), axis=axes, keepdims=True) / 127.0
+  scale = np.max(np.abs(w), axis=axes, keepdims=True) / top
   scale = np.where(scale > 0, scale, 1.0).astype(np.float32)   # all-zero channels
-  q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+  q = np.clip(np.round(w / scale), -top, top).astype(np.int8 if bits == 8 else jnp.int4)
   return q, scale
 
 
@@ -73,12 +91,12 @@ def _is_kernel(path) -> bool:
   return str(getattr(last, "key", last)) in KERNEL_NAMES
 
 
-def int8_weights(params: Any) -> tuple[Any, Any]:
+def int8_weights(params: Any, bits: int = 8) -> tuple[Any, Any]:
   """(quantized tree, dequantized float tree): every kernel (ndim >= 2) as {'q', 'scale'}
-  and its dequantized copy; other leaves as they are."""
+  (int8, or int4 with ``bits=4``) and its dequantized copy; other leaves as they are."""
   def quantize(path, p):
     if _is_kernel(path) and np.ndim(p) >= 2:
-      q, scale = quantize_int8(p)
+      q, scale = quantize_int8(p, bits)
       return {"q": q, "scale": scale}
     return np.asarray(p)
   quantized = jax.tree_util.tree_map_with_path(quantize, params)
@@ -88,9 +106,39 @@ def int8_weights(params: Any) -> tuple[Any, Any]:
   return quantized, dequantized
 
 
+def bits(dtype) -> int:
+  """Bits of one value of `dtype` as stored: 4 for int4/uint4 (numpy's itemsize says 1)."""
+  dtype = np.dtype(dtype)
+  if dtype.kind in "iuV":
+    try:
+      return int(jnp.iinfo(dtype).bits)
+    except ValueError:
+      pass
+  if dtype.kind in "fV":
+    try:
+      return int(jnp.finfo(dtype).bits)
+    except ValueError:
+      pass
+  return dtype.itemsize * 8
+
+
 def size_bytes(tree: Any) -> int:
-  """Bytes of every array in `tree` (int8 values count one byte each)."""
-  return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
+  """Bytes of every array in `tree` as stored: int8 values count one byte each, int4
+  values half a byte (two to a byte, each array rounded up to whole bytes); a qwix
+  ``QArray`` of a narrower logical type (``'int2'``, ``'int3'``) counts its bits."""
+  def nbytes(x, n_bits=None):
+    x = x if hasattr(x, "dtype") else np.asarray(x)
+    return -(-int(np.size(x)) * (n_bits or bits(x.dtype)) // 8)
+  total = 0
+  for x in jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "qvalue")):
+    if hasattr(x, "qvalue"):                          # qwix QArray: values, scale, zero point
+      qtype = str(x.qtype)
+      logical = int(qtype[3:]) if qtype[:3] == "int" and qtype[3:].isdigit() else None
+      total += nbytes(x.qvalue, logical) + sum(
+          nbytes(a) for a in (x.scale, x.zero_point) if a is not None)
+    else:
+      total += nbytes(x)
+  return int(total)
 
 
 # -- qwix -----------------------------------------------------------------------------------
@@ -98,10 +146,17 @@ def size_bytes(tree: Any) -> int:
 def rules(mode: str) -> list:
   """qwix's quantization rules of `mode` (PTQ here, QAT in tasks/quantization_aware.py)."""
   import qwix
-  if mode == "w8":
+  if mode in ("w8", "w4", "w4a8", "w2a8"):
+    # Convolutions w8a8 (qwix's convolution needs one type on both sides; int4 x int4
+    # does not compile on XLA:CPU), the Dense layers as the mode says.
+    dense = {"w8": ("int8", None), "w4": ("int4", None), "w4a8": ("int4", "int8"),
+             "w2a8": ("int2", "int8")}[mode]
     return [qwix.QuantizationRule(module_path=r".*Conv.*", weight_qtype="int8",
                                   act_qtype="int8"),
-            qwix.QuantizationRule(module_path=r".*", weight_qtype="int8")]
+            qwix.QuantizationRule(module_path=r".*", weight_qtype=dense[0],
+                                  act_qtype=dense[1])]
+  if mode not in ("w8a8", "w8a8_static"):
+    raise ValueError(f"mode {mode!r}: use one of {QWIX_MODES}")
   static = mode == "w8a8_static"
   return [qwix.QuantizationRule(module_path=r".*", weight_qtype="int8", act_qtype="int8",
                                 act_static_scale=static)]
@@ -162,16 +217,11 @@ def plain_params(task, state) -> Any:
 
 
 def float_logits(task, state, params: Any | None = None) -> Callable:
-  """Jitted uint8 images -> logits of the task's model in float32 (a quantization-aware
-  task's ``plain_model``) with `params` (default: the state's, `plain_params`)."""
-  model_state = jax.device_get(state.model_state)
+  """Jitted uint8 images -> `task.float_logits` (a quantization-aware task's network in
+  float) with `params` (default: the state's, `plain_params`)."""
+  state = jax.device_get(state)
   params = plain_params(task, state) if params is None else params
-  model = getattr(task, "plain_model", task.model)   # a QAT task's model in float
-
-  @jax.jit
-  def logits(p, images):
-    return model.apply({"params": p, **model_state}, task.preprocess(images),
-                            train=False)
+  logits = jax.jit(lambda p, images: task.float_logits(state, images, p))
   return lambda images: logits(params, images)
 
 

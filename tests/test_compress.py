@@ -312,6 +312,77 @@ def test_quantization_aware_training_keeps_plain_params_resumes_and_quantizes(mo
                                latency_batch=0)["rows"]
   assert [r["method"] for r in rows] == ["float32", "qwix w8a8"]
   assert rows[1]["size_bytes"] < 0.4 * rows[0]["size_bytes"]
-  config.task.mode = "int4"
-  with pytest.raises(UserError, match=r"config.task.mode='int4' must be one of w8a8, w8"):
+  config.task.mode = "w4a4"
+  with pytest.raises(UserError, match=r"config.task.mode='w4a4' must be one of w8a8, w8, "
+                                      r"w4a8, w4, w2a8 \("):
     validate(config, 1)
+
+
+def test_int4_weights_count_half_a_byte_and_stay_within_half_a_step():
+  w = np.asarray(jax.random.normal(jax.random.key(1), (3, 3, 4, 6))) * np.arange(1, 7)
+  q, scale = quantize.quantize_int8(w, bits=4)
+  assert q.dtype == jnp.int4 and scale.shape == (1, 1, 1, 6)
+  values = q.astype(np.int8)
+  assert np.all(np.abs(values) <= 7) and np.all(np.abs(values).max(axis=(0, 1, 2)) == 7)
+  assert np.all(np.abs(quantize.dequantize_int8(q, scale) - w) <= scale / 2 + 1e-6)
+  # Stored size: int4 is half a byte a value (each array rounded up), int8 one, f32 four.
+  assert quantize.size_bytes({"a": q, "b": np.zeros(15, jnp.int4)}) == 3 * 3 * 4 * 6 // 2 + 8
+  assert quantize.size_bytes({"a": np.zeros(15, np.int8), "b": jnp.zeros(3)}) == 15 + 12
+  quantized, _ = quantize.int8_weights(_params(), bits=4)
+  kernels = sum(int(np.size(p)) for p in jax.tree.leaves(_params()) if np.ndim(p) >= 2)
+  assert quantize.size_bytes(quantized) == quantize.size_bytes(
+      quantize.int8_weights(_params())[0]) - kernels // 2
+
+
+def _tiny_qat_task(mode):
+  config = _tiny_mnist()
+  config.task = base_config(task="quantization_aware").task
+  config.task.mode = mode
+  config.model.conv_impl = "xla"
+  validate(config, 1)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (32, 8, 8, 1), dtype=np.uint8)
+  labels = rng.integers(0, 3, 32).astype(np.int32)
+  task = array_task(config, {"image": images, "label": labels}, info=image_info(3, (8, 8, 1)))
+  return task, task.init_state(optim.Plan(10, 5)), images
+
+
+def test_int4_modes_quantize_dense_kernels_to_half_a_byte_and_qat_trains_what_ptq_makes():
+  if not quantize.qwix_available():
+    pytest.skip("qwix is not installed (pip install -e '.[compress]')")
+  task, state, images = _tiny_qat_task("w4a8")
+  reference = np.asarray(quantize.float_logits(task, state)(images))
+  spread = np.abs(reference).max()
+  out, size = {}, {}
+  for mode in ("w8", "w4", "w4a8", "w2a8"):
+    fn, params = quantize.qwix_quantize(task, state, mode)
+    out[mode], size[mode] = np.asarray(fn(images)), quantize.size_bytes(params)
+    assert np.all(np.isfinite(out[mode]))
+    kinds = {str(getattr(leaf, "dtype", "")) for leaf in jax.tree.leaves(params)}
+    assert ("int4" in kinds) == (mode != "w8")
+  # The Dense kernels (and only they) go from one byte a weight to half a byte (int4),
+  # or a quarter (int2: qwix holds it in int4 arrays; the size counts the packed bits).
+  dense = [int(np.size(state.params[k]["kernel"])) for k in ("Dense_0", "Dense_1")]
+  assert size["w8"] - size["w4"] == size["w8"] - size["w4a8"] == sum(-(-n // 2) for n in dense)
+  assert size["w4a8"] - size["w2a8"] == sum(-(-n // 2) - -(-n // 4) for n in dense)
+  assert size["w4a8"] < 0.25 * quantize.size_bytes(state.params)
+  # int4 is coarser than int8: further from float, still close.
+  err = {m: np.abs(out[m] - reference).max() for m in out}
+  assert err["w8"] < err["w4"] and 0 < err["w4a8"] < 0.5 * spread
+  # The QAT model's fake-quantized forward pass is close to the int4 PTQ model's (not
+  # bitwise: qwix's QT and PTQ convolutions round a few int8 activations differently, in
+  # every mode): what is trained is about what `compress quantize --modes=w4a8` makes.
+  fake = np.asarray(task.logits(state, images))
+  assert np.abs(fake - out["w4a8"]).max() < 0.3 * err["w4a8"]
+  assert np.mean(fake.argmax(-1) == out["w4a8"].argmax(-1)) >= 0.9
+  # Gradients pass the int4 rounding straight through to every kernel.
+  grads = jax.grad(lambda p: task.logits(state.replace(params=p), images).sum())(state.params)
+  assert all(float(jnp.abs(g["kernel"]).sum()) > 0 for g in grads.values())
+
+
+def test_int4_activations_and_unknown_modes_are_refused_in_one_sentence(mock_tfds, tmp_path):
+  for mode, extra in (("w4a4", "int4 activations do not run on XLA:CPU"), ("int2", "")):
+    with pytest.raises(UserError, match="choose from ours, ours4, w8, w8a8, w8a8_static, "
+                                        "w4a8, w4, w2a8") as e:
+      compress.run_quantize(str(tmp_path / "nowhere"), None, ["ours", mode])
+    assert extra in str(e.value) and not re.search(r"\.\s+[A-Z]", str(e.value))
