@@ -50,7 +50,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -586,18 +585,6 @@ def plot(result: dict, members: dict, path: str) -> None:
   plt.close(fig)
 
 
-def machine() -> str:
-  """The CPU's model name (Linux), else what platform knows."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def parse(argv: list[str] | None = None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="cnn,gpt")
@@ -659,7 +646,8 @@ def main(argv: list[str] | None = None) -> int:
   with tempfile.TemporaryDirectory(prefix="scaling_") as tmp:
     result = measure(args, points, tmp)
   import jax
-  result.update({"machine": machine(),
+  from practice_jax.autotune import cpu_model
+  result.update({"machine": cpu_model(),
                  "cpus": os.cpu_count(), "jax": jax.__version__, "rounds": args.rounds,
                  "round_s": args.round_s, "quick": args.quick, "autotune": args.autotune,
                  "configs": {m: os.path.relpath(args.config[m], REPO) for m in args.models},

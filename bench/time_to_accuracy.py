@@ -182,7 +182,8 @@ def run_baseline(framework: str, args, logdir: str, name: str) -> dict:
   path = os.path.join(logdir, name + ".log")
   with open(path, "w") as log:
     launch = time.time()
-    cmd = [sys.executable, os.path.abspath(__file__), "--run-baseline", framework,
+    python = args.torch_python if framework == "torch" else sys.executable
+    cmd = [python, os.path.abspath(__file__), "--run-baseline", framework,
            f"--launch_time={launch!r}", f"--target={args.target}",
            f"--max_epochs={args.max_epochs}", f"--batch={args.batch}",
            f"--mnist_dir={args.mnist_dir}", f"--torch_optimizer={args.torch_optimizer}",
@@ -274,6 +275,9 @@ def main() -> None:
       "MNIST_DIR", os.path.join(os.path.dirname(REPO), "shared", "data", "mnist")),
       help="folder with the four gzip IDX files (baselines)")
   parser.add_argument("--seed", type=int, default=0, help="baselines' seed")
+  parser.add_argument("--torch_python", default=sys.executable,
+                      help="the Python that runs the PyTorch baseline (one with torch and "
+                           "numpy, e.g. a separate venv; default: this one)")
   parser.add_argument("--json", help="write all runs and the summary here")
   parser.add_argument("--run-baseline", choices=("torch", "keras"), help=argparse.SUPPRESS)
   parser.add_argument("--launch_time", type=float, default=_LAUNCH, help=argparse.SUPPRESS)
@@ -289,7 +293,12 @@ def main() -> None:
   for framework in args.frameworks.split(","):
     if framework not in FRAMEWORKS:
       parser.error(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
-    missing = [m for m in NEEDS[framework] if importlib.util.find_spec(m) is None]
+    if framework == "torch" and args.torch_python != sys.executable:
+      found = subprocess.run([args.torch_python, "-c", "import torch, numpy"],
+                             capture_output=True).returncode == 0
+      missing = [] if found else [f"torch (in {args.torch_python})"]
+    else:
+      missing = [m for m in NEEDS[framework] if importlib.util.find_spec(m) is None]
     if missing:
       print(f"skipping {framework}: {', '.join(missing)} not installed")
     else:
