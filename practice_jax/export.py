@@ -123,13 +123,11 @@ def convertible_function(exp, state) -> Callable:
   """
   import jax
 
-  from practice_jax import lora, quantize
+  from practice_jax import quantize
   host_state = jax.device_get(state)
   network = quantize.float_model(exp.task)
-  variables = {"params": lora.merge(host_state.params, exp.config),
-               **host_state.model_state}
   return without_window_sums(
-      lambda images: network.apply(variables, exp.task.preprocess(images), train=False))
+      lambda images: exp.task.float_logits(host_state, images, network=network))
 
 
 _INLINED = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",

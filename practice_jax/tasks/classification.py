@@ -187,13 +187,14 @@ class ClassificationTask(Task):
     return self.model
 
   def float_logits(self, state: TrainState, images: jax.Array,
-                   params=None) -> jax.Array:
-    """uint8 images -> logits of `float_network` with the run's plain parameters (LoRA
-    adapters merged), or with `params` (plain) in their place: what export converts and
-    compress quantizes."""
+                   params=None, network=None) -> jax.Array:
+    """uint8 images -> logits of `float_network` (or `network`, another build of it
+    with the same parameters) with the run's plain parameters (LoRA adapters merged),
+    or with `params` (plain) in their place: what export converts and compress
+    quantizes."""
     params = lora.merge(state.params, self.config) if params is None else params
-    return self.float_network.apply({"params": params, **state.model_state},
-                                    self.preprocess(images), train=False)
+    return (network or self.float_network).apply(
+        {"params": params, **state.model_state}, self.preprocess(images), train=False)
 
   @staticmethod
   def summarize(sums: dict) -> dict[str, float]:
