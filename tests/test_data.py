@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -314,3 +315,52 @@ def test_a_touched_cache_file_is_checked_and_kept(tiny_dataset, tmp_path, capsys
   capsys.readouterr()
   assert_bitwise_equal(as_arrays(in_memory.load_classification(tiny_dataset)), reference)
   assert capsys.readouterr().err == ""          # its checksum matched: kept, no warning
+
+
+TINY_TEXT = "pjax_tiny_text"
+TEXTS = {"train": "First Citizen:\nBefore we proceed, hear me speak.\n",
+         "validation": "All:\nSpeak, speak. ¿Qué?\n", "test": "Resolved. résolu.\n"}
+
+LOAD_TEXT_IN_A_FRESH_PROCESS = textwrap.dedent("""
+    import json, sys
+    from practice_jax.data import catalogue, tfds_source
+    name, data_dir = sys.argv[1:]
+    catalogue.CATALOGUE[name] = catalogue.DatasetSpec(name, "text", validation_split="validation")
+    texts = tfds_source.load_text_splits(name, data_dir, None, ["test", "train", "validation"])
+    print(json.dumps(texts))
+    print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")))
+    """)
+
+
+def test_a_text_dataset_is_cached_and_read_again_without_tensorflow(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  class PjaxTinyText(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self,
+                                   features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {split: self._generate_examples(text) for split, text in TEXTS.items()}
+
+    def _generate_examples(self, text):
+      for i, line in enumerate(text.splitlines(keepends=True)):   # several examples, joined
+        yield i, {"text": line}
+
+  monkeypatch.setitem(catalogue.CATALOGUE, TINY_TEXT, catalogue.DatasetSpec(
+      TINY_TEXT, "text", validation_split="validation"))
+  data_dir = str(tmp_path / "tfds")
+  tfds_source.prepare(TINY_TEXT, data_dir)
+  assert tfds_source.load_text_splits(TINY_TEXT, data_dir, None, list(TEXTS)) == TEXTS
+  assert len(list((tmp_path / "cache" / TINY_TEXT).glob("*/text.npy"))) == 3
+  script = tmp_path / "load.py"
+  script.write_text(LOAD_TEXT_IN_A_FRESH_PROCESS)
+  result = subprocess.run([sys.executable, str(script), TINY_TEXT, data_dir],
+                          env={**os.environ, "PRACTICE_JAX_DATA_CACHE": str(tmp_path / "cache")},
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  texts, modules = result.stdout.strip().splitlines()[-2:]
+  assert modules == "[]"                                   # no TensorFlow, no TFDS
+  assert json.loads(texts) == TEXTS          # every character, UTF-8 intact

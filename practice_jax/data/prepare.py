@@ -5,8 +5,9 @@
     python -m practice_jax.data.prepare tiny_shakespeare --manual_dir=folder/with/input.txt
 
 Says what it does, then the size of every split (examples, or characters for a text).
-An image dataset's splits are also decoded into the array cache (data/tfds_source.py), so
-that training runs read them without TensorFlow from the first run on.
+Its splits are also decoded into the array cache (data/tfds_source.py: images and labels,
+or a text's bytes), so that training runs read them without TensorFlow from the first run
+on.
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def main(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   spec = catalogue.CATALOGUE[name]
-  if spec.kind == "image" and tfds_source.cache_root():
-    tfds_source.load_image_splits(name, data_dir, None, (spec.train_split, spec.test_split))
+  if tfds_source.cache_root():
+    if spec.kind == "image":
+      tfds_source.load_image_splits(name, data_dir, None, (spec.train_split, spec.test_split))
+    else:
+      tfds_source.load_text_splits(name, data_dir, None, sorted(
+          {spec.train_split, spec.test_split, spec.validation_split or spec.train_split}))
   took = "already there" if already else f"{time.perf_counter() - start:.0f} s"
   print(f"{name} is prepared in {builder.data_dir} ({split_sizes(builder)}; {took}).")
   return 0

@@ -78,16 +78,13 @@ def speaker_labels(text: str) -> np.ndarray:
   return labels
 
 
-def _split_text(builder, split: str) -> str:
-  return "".join(ex["text"].decode("utf-8") for ex in tfds_source.read_all(builder, split))
-
-
 def load_text(cfg: ml_collections.ConfigDict) -> TextData:
   spec = catalogue.CATALOGUE[cfg.name]
-  builder = tfds_source.prepare(cfg.name, cfg.data_dir, cfg.manual_dir)
-  texts = {"train": _split_text(builder, spec.train_split),
-           "validation": _split_text(builder, spec.validation_split),
-           "test": _split_text(builder, spec.test_split)}
+  names = {"train": spec.train_split, "validation": spec.validation_split,
+           "test": spec.test_split}
+  read = tfds_source.load_text_splits(cfg.name, cfg.data_dir, cfg.manual_dir,
+                                      sorted(set(names.values())))
+  texts = {part: read[split] for part, split in names.items()}
   vocab = Vocabulary.from_text(texts["train"])
   return TextData(vocab, vocab.encode(texts["train"]), vocab.encode(texts["validation"]),
                   vocab.encode(texts["test"]), texts)

@@ -8,9 +8,10 @@ because MNIST and Fashion-MNIST files share names.
 Without the files and without a network TFDS would retry downloads for minutes; we probe
 the download hosts first (a few seconds) and fail with one sentence naming both remedies.
 
-Reading an image dataset through TFDS decodes every PNG through TensorFlow (importing it
-takes seconds, decoding MNIST more). So `load_image_splits` keeps each split's decoded
-arrays as ``.npy`` files in ``$PRACTICE_JAX_DATA_CACHE`` (default
+Reading a dataset through TFDS imports TensorFlow (seconds) and, for images, decodes every
+PNG through it (decoding MNIST takes more). So `load_image_splits` and `load_text_splits`
+keep each split's decoded arrays (images and labels; a text's UTF-8 bytes) as ``.npy``
+files in ``$PRACTICE_JAX_DATA_CACHE`` (default
 ``~/.cache/practice_jax/tfds``; ``0`` turns the cache off), one folder per (dataset, split,
 TFDS data directory), with a fingerprint of the prepared files (names, sizes,
 modification times, ``dataset_info.json``), the installed TFDS version and the decoding
@@ -36,6 +37,7 @@ import urllib.parse
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +165,9 @@ def class_names(builder) -> list[str]:
 # -- the decoded arrays, cached (see the module docstring) --------------------------------
 
 CACHE_VERSION = 1
-_FIELDS = {"image": "uint8", "label": "int32"}          # what load_split decodes to
+# The arrays cached per split, by the dataset's kind: load_split's for images, the
+# split's text as UTF-8 bytes for text.
+_FIELDS = {"image": {"image": "uint8", "label": "int32"}, "text": {"text": "uint8"}}
 _VERSION_DIR = re.compile(r"^\d+\.\d+\.\d+$")
 
 
@@ -209,7 +213,7 @@ def fingerprint(name: str, data_dir: str, split: str) -> str | None:
     return None
   h = hashlib.blake2b(digest_size=16)
   h.update(json.dumps([CACHE_VERSION, name, CATALOGUE[name].tfds_name, split,
-                       _tfds_version(), _FIELDS]).encode())
+                       _tfds_version(), _fields(name)]).encode())
   for version in versions:
     for folder, dirs, files in os.walk(root / version):
       dirs.sort()
@@ -219,6 +223,10 @@ def fingerprint(name: str, data_dir: str, split: str) -> str | None:
         h.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\1".encode())
     h.update((root / version / "dataset_info.json").read_bytes())
   return h.hexdigest()
+
+
+def _fields(name: str) -> dict[str, str]:
+  return _FIELDS[CATALOGUE[name].kind]
 
 
 def _entry(root: str, name: str, data_dir: str, split: str) -> Path:
@@ -235,7 +243,8 @@ def _crc32(path: Path) -> int:
   return crc
 
 
-def _read_cache(entry: Path, key: str) -> tuple[dict[str, np.ndarray], list[str]] | None:
+def _read_cache(entry: Path, key: str, fields: dict[str, str]
+                ) -> tuple[dict[str, np.ndarray], list[str]] | None:
   """The cached split (memory-mapped, read-only) and class names if `entry` holds the
   arrays of fingerprint `key`; None if it is absent or stale; a damaged one is None with
   a warning (it is decoded and written again)."""
@@ -249,7 +258,7 @@ def _read_cache(entry: Path, key: str) -> tuple[dict[str, np.ndarray], list[str]
     return None                   # another preparation or TFDS version: decoded again
   arrays = {}
   try:
-    for field, dtype in _FIELDS.items():
+    for field, dtype in fields.items():
       path = entry / f"{field}.npy"
       expected = meta["files"][field]
       st = path.stat()
@@ -274,14 +283,14 @@ def _damaged(entry: Path, reason: str) -> None:
 
 
 def _write_cache(entry: Path, key: str, data_dir: str, arrays: dict[str, np.ndarray],
-                 class_names: list[str]) -> None:
+                 class_names: list[str], fields: dict[str, str]) -> None:
   """Writes the split to a temporary folder beside `entry` and renames it into place; a
   cache that cannot be written (read-only home, full disk) is skipped with a warning."""
   tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
   try:
     tmp.mkdir(parents=True, exist_ok=True)
     files = {}
-    for field, dtype in _FIELDS.items():
+    for field, dtype in fields.items():
       path = tmp / f"{field}.npy"
       array = np.ascontiguousarray(arrays[field], dtype=dtype)
       with open(path, "wb") as f:
@@ -362,27 +371,53 @@ def load_image_splits(name: str, data_dir: str | None, manual_dir: str | None,
   """({split: {'image': uint8 NHWC, 'label': int32 N}}, class names) of image dataset
   `name`: from the cache when it holds the prepared files' arrays (no TensorFlow), else
   read through TFDS (preparing the dataset first if needed) and cached."""
+  return _cached_splits(name, data_dir, manual_dir, splits, load_split, class_names)
+
+
+def _text_split(builder, split: str) -> dict[str, np.ndarray]:
+  text = "".join(ex["text"].decode("utf-8") for ex in read_all(builder, split))
+  return {"text": np.frombuffer(text.encode("utf-8"), np.uint8)}
+
+
+def load_text_splits(name: str, data_dir: str | None, manual_dir: str | None,
+                     splits: Sequence[str]) -> dict[str, str]:
+  """{split: the split's whole text} of text dataset `name` (its examples joined), cached
+  like the image datasets' arrays, so a later run reads it without TensorFlow."""
+  arrays, _ = _cached_splits(name, data_dir, manual_dir, splits, _text_split,
+                             lambda builder: [])
+  return {s: a["text"].tobytes().decode("utf-8") for s, a in arrays.items()}
+
+
+def _cached_splits(name: str, data_dir: str | None, manual_dir: str | None,
+                   splits: Sequence[str], decode: Callable[[Any, str], dict[str, np.ndarray]],
+                   names_of: Callable[[Any], list[str]]
+                   ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+  """The arrays of each split (`decode(builder, split)`) and the dataset's class names
+  (`names_of(builder)`): from the cache where it holds them, else through TFDS, then
+  cached."""
   _check_manual_dir(name, manual_dir)
   data_dir = data_dir or default_data_dir()
   root = None if _tfds_mocked() else cache_root()
+  fields = _fields(name)
   found, names = {}, None
   if root:
     for split in splits:
       key = fingerprint(name, data_dir, split)
-      hit = _read_cache(_entry(root, name, data_dir, split), key) if key else None
+      hit = _read_cache(_entry(root, name, data_dir, split), key, fields) if key else None
       if hit:
         found[split], names = hit
   if len(found) == len(splits):
     return {s: found[s] for s in splits}, names
   builder = prepare(name, data_dir, manual_dir)
-  names = class_names(builder)
+  names = names_of(builder)
   todo = [s for s in splits if s not in found]
   if root:
     print(f"Decoding {name} ({' and '.join(todo)}) through TFDS, once: the arrays are "
           f"cached in {root} for the next runs...", flush=True)
   for split in todo:
-    found[split] = load_split(builder, split)
+    found[split] = decode(builder, split)
     key = fingerprint(name, data_dir, split) if root else None
     if key:
-      _write_cache(_entry(root, name, data_dir, split), key, data_dir, found[split], names)
+      _write_cache(_entry(root, name, data_dir, split), key, data_dir, found[split], names,
+                   fields)
   return {s: found[s] for s in splits}, names
