@@ -70,6 +70,12 @@ from practice_jax.errors import UserError
 
 FORMATS = ("stablehlo", "savedmodel", "tflite", "tflite_int8", "onnx", "onnx_int8")
 INT8_FORMATS = ("tflite_int8", "onnx_int8")   # checked by top-1 agreement, see `parity`
+TFLITE_FORMATS = ("tflite", "tflite_int8")
+ONNX_FORMATS = ("onnx", "onnx_int8")           # converted from the TF Lite model
+# Made from `convertible_function` (the network built for the TF Lite converter).
+CONVERTED_FORMATS = TFLITE_FORMATS + ONNX_FORMATS
+# Made from the float TF Lite model (tflite_int8 is converted on its own, at batch 1).
+FROM_FLOAT_TFLITE = ("tflite",) + ONNX_FORMATS
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")       # jax.export's names
 ARTIFACTS = {"stablehlo": "model.stablehlo", "savedmodel": "saved_model",
              "tflite": "model.tflite", "tflite_int8": "model_int8.tflite",
@@ -367,9 +373,9 @@ def runner(fmt: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
     serve = tf.saved_model.load(path).signatures["serving_default"]
     return lambda images: serve(images=tf.constant(images))["logits"].numpy()
-  if fmt in ("tflite", "tflite_int8"):
+  if fmt in TFLITE_FORMATS:
     return _tflite_runner(path)
-  if fmt in ("onnx", "onnx_int8"):
+  if fmt in ONNX_FORMATS:
     if not onnx_available():
       raise UserError(ONNX_MISSING)
     import onnxruntime
@@ -478,11 +484,11 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
   if int8 and (representative is None or not len(representative)):
     raise UserError(f"--format={int8[0]} needs training images to calibrate the int8 "
                     f"activations, and this run has none here.")
-  if {"onnx", "onnx_int8"} & set(formats) and not onnx_available():
+  if set(ONNX_FORMATS) & set(formats) and not onnx_available():
     raise UserError(ONNX_MISSING)
   fn = logits_function(exp, state)
   tflite_fn = (convertible_function(exp, state)
-               if {"tflite", "tflite_int8", "onnx", "onnx_int8"} & set(formats) else None)
+               if set(CONVERTED_FORMATS) & set(formats) else None)
   shape = tuple(exp.task.image_shape)
   os.makedirs(out, exist_ok=True)
   paths = {fmt: os.path.join(out, ARTIFACTS[fmt]) for fmt in formats}
@@ -505,10 +511,10 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
       elif fmt == "savedmodel":
         export_savedmodel(fn, shape, paths[fmt], platforms)
         meta["platforms"] = list(platforms)
-      if fmt in ("tflite", "onnx", "onnx_int8") and not scratch_made:
+      if fmt in FROM_FLOAT_TFLITE and not scratch_made:
         export_savedmodel(tflite_fn, shape, scratch_saved_model, ("cpu",))
         scratch_made = True
-      if fmt in ("tflite", "onnx", "onnx_int8") and not made_tflite:
+      if fmt in FROM_FLOAT_TFLITE and not made_tflite:
         export_tflite(scratch_saved_model, tflite)
         made_tflite = True
       if fmt == "tflite_int8":
@@ -522,7 +528,7 @@ def export(exp, state, formats, out: str, workdir: str, step: int,
             "kind": "full-integer post-training (TFLiteConverter, TFLITE_BUILTINS_INT8)",
             "representative_examples": int(len(representative))}
         meta["input"]["shape"][0] = 1
-      if fmt in ("onnx", "onnx_int8") and not made_onnx:
+      if fmt in ONNX_FORMATS and not made_onnx:
         export_onnx(tflite, onnx_model)
         made_onnx = True
       if fmt == "onnx_int8":
@@ -660,7 +666,7 @@ def main(argv: list[str]) -> int:
   workdir = FLAGS.workdir
   try:
     formats = parse_formats(FLAGS.format)
-    if {"onnx", "onnx_int8"} & set(formats) and not onnx_available():
+    if set(ONNX_FORMATS) & set(formats) and not onnx_available():
       raise UserError(ONNX_MISSING)
     platforms = tuple(dict.fromkeys(FLAGS.platforms))
     if not platforms or set(platforms) - set(PLATFORMS):

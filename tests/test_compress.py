@@ -313,7 +313,7 @@ def test_quantization_aware_training_keeps_plain_params_resumes_and_quantizes(mo
   assert [r["method"] for r in rows] == ["float32", "qwix w8a8"]
   assert rows[1]["size_bytes"] < 0.4 * rows[0]["size_bytes"]
   config.task.mode = "w4a4"
-  with pytest.raises(UserError, match=r"config.task.mode='w4a4' must be one of w8a8, w8, "
+  with pytest.raises(UserError, match=r"config.task.mode='w4a4' must be one of w8, w8a8, "
                                       r"w4a8, w4, w2a8 \("):
     validate(config, 1)
 

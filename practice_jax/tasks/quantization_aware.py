@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import ml_collections
 
+from practice_jax.quantize import QWIX_MODES
 from practice_jax.tasks.classification import ClassificationTask
 
-MODES = ("w8a8", "w8", "w4a8", "w4", "w2a8")
+# qwix's modes that train: w8a8_static's activation ranges are calibrated after training.
+MODES = tuple(m for m in QWIX_MODES if m != "w8a8_static")
 
 
 class QuantizationAwareTask(ClassificationTask):
