@@ -24,7 +24,7 @@ def get_config():
   config.data.block_size = 64
   config.model = model_config("gpt", num_layers=4, num_heads=4, embed_dim=128, dropout=0.0)
   config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 1e-3
+  config.optimizer.learning_rate = 4e-3
   config.optimizer.b2 = 0.99
   config.optimizer.weight_decay = 0.1
   config.optimizer.grad_clip_norm = 1.0
@@ -32,9 +32,12 @@ def get_config():
   config.schedule.warmup_steps = 100
   config.schedule.end_factor = 0.1
   config.batch_size = 12
-  config.num_steps = 2000
-  config.eval_every_steps = 500
+  config.num_steps = 1250
+  config.eval_every_steps = 250
   config.eval_batch_size = 100
   config.early_stopping.metric = "validation/loss"
   config.steps_per_dispatch = 50
+  # Like nanoGPT's train.py: no samples while training (each costs ~0.5 s here); the
+  # final ones are still printed and written to samples.txt.
+  config.task.sampling.during_training = False
   return config

@@ -119,6 +119,7 @@ def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
   config.num_steps = 4
   config.eval_every_steps = 2
   config.task.sampling.length = 20
+  config.task.sampling.during_training = True     # the CPU config turns them off
   config.model.num_layers = 1
   record = train.train_and_evaluate(config, str(tmp_path))
   test = record["final"]["test"]
@@ -154,3 +155,17 @@ def test_vocabulary_round_trips_through_the_checkpoint(mock_tfds, tmp_path):
                         "--temperature=0"], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
   assert bad.returncode == 2 and "--temperature=0.0 must be positive" in bad.stderr
+
+
+@pytest.mark.parametrize("during_training", [True, False])
+def test_samples_during_training_can_be_turned_off(tmp_path, during_training):
+  from practice_jax.reporting.artifacts import Artifacts
+  task, config = _task("shakespeare_gpt_cpu", num_layers=1, embed_dim=16, num_heads=2)
+  config.task.sampling.length = 5
+  config.task.sampling.during_training = during_training
+  state, out = _init(task), Artifacts(str(tmp_path), active=True)
+  assert task.artifacts(state, 7, out, final=False) == ""
+  written = sorted(p.name for p in tmp_path.glob("samples_during_training/*"))
+  assert written == (["step_00000007.txt"] if during_training else [])
+  final = task.artifacts(state, 7, out, final=True)       # the final samples either way
+  assert final.count("--- sample") == 2 and (tmp_path / "samples.txt").exists()

@@ -37,6 +37,9 @@ class LanguageModelTask(Task):
     c.sampling.temperature = 0.8
     c.sampling.top_k = 40
     c.sampling.num_samples = 2
+    # One sample (seed 0) at each evaluation too, in samples_during_training/: on a CPU
+    # each costs `length` forward passes of a whole window (~0.5 s for the small GPT).
+    c.sampling.during_training = True
     return c
 
   @staticmethod
@@ -153,6 +156,8 @@ class LanguageModelTask(Task):
     cfg = self.config.task.sampling
     prompt = self._config_prompt()
     if not final:
+      if not cfg.get("during_training", True):
+        return ""
       sample = self.sample(state, prompt, cfg.length, cfg.temperature, cfg.top_k, seed=0)
       out.text(f"samples_during_training/step_{step:08d}.txt", sample + "\n")
       return ""
