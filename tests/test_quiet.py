@@ -31,8 +31,8 @@ def foreign_lines(text: str) -> list[str]:
   return [line for line in text.split("\n") if FOREIGN.search(line)]
 
 
-def run(args: list[str], tfds_dir) -> subprocess.CompletedProcess:
-  env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "PYTHONPATH": str(REPO)}
+def run(args: list[str], tfds_dir, **extra_env: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "PYTHONPATH": str(REPO), **extra_env}
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
   return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=300)
@@ -102,15 +102,19 @@ def test_prepare_tiny_shakespeare_says_what_it_did_in_characters(tmp_path):
   if not (manual / "input.txt").is_file():
     pytest.skip(f"Tiny Shakespeare's input.txt not found in {manual}")
   result = run(["-m", "practice_jax.data.prepare", "tiny_shakespeare",
-                f"--manual_dir={manual}"], tmp_path / "tfds")
+                f"--manual_dir={manual}"], tmp_path / "tfds",
+               PRACTICE_JAX_DATA_CACHE=str(tmp_path / "cache"))
   assert result.returncode == 0, result.stderr[-3000:]
   output = result.stdout + result.stderr
   assert foreign_lines(output) == [], output
   lines = output.strip().split("\n")
   assert lines[0].startswith("Preparing tiny_shakespeare in ")
+  assert lines[1].startswith("Decoding tiny_shakespeare (test and train and validation) "
+                             "through TFDS, once")        # the texts, for later runs
   assert ("(train: 1,003,854 characters, validation: 55,770 characters, test: 55,770 "
           "characters; ") in lines[-1]
-  assert len(lines) == 2
+  assert len(lines) == 3
+  assert len(list((tmp_path / "cache" / "tiny_shakespeare").glob("*/text.npy"))) == 3
 
 
 def test_verbosity_is_recognised_in_every_spelling():

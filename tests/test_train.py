@@ -146,3 +146,10 @@ def test_chunks_end_on_multiples_of_k_within_each_epoch_and_the_run():
   assert ends == [4, 8, 10, 14, 18, 20, 24, 25]
   assert train.chunk_end(0, 7, 4, None) == 4 and train.chunk_end(4, 7, 4, None) == 7
   assert train.chunk_end(3, 100, 4, 10) == 4      # a resumed run realigns
+  # Unrolled chunks cut short run one step at a time (no program of another length).
+  ends, step = [], 0
+  while step < 25:
+    step = train.chunk_end(step, 25, 4, 10, unrolled=True)
+    ends.append(step)
+  assert ends == [4, 8, 9, 10, 14, 18, 19, 20, 24, 25]
+  assert train.chunk_end(1, 100, 4, 10, unrolled=True) == 2
