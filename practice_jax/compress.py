@@ -128,7 +128,7 @@ def finetune(exp, state, masks, steps: int, learning_rate: float):
     step = 0
     while step < steps:       # the loop's chunks: k steps, never across an epoch's end
       end = train.chunk_end(step, steps, config.steps_per_dispatch, per_epoch,
-                            task.unroll_on_cpu and exp.parallel.on_cpu)
+                            chunk.unrolled)
       tuned, _, _ = chunk(tuned, exp.source.batches(step, end - step, exp.local_batch),
                           end - step)
       step = end

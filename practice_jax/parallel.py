@@ -130,7 +130,8 @@ class DataParallel:
     Runs `num_steps` consecutive train steps on `local_batches` (this process's rows,
     [num_steps, batch_size / processes, ...]; an empty dict for tasks that make their own
     data); compiled once per distinct `num_steps`. `unroll` unrolls the steps instead of
-    scanning them (CPU only). In 'jit' mode the input state is donated.
+    scanning them (CPU only; the function's `unrolled` says whether it does). In 'jit'
+    mode the input state is donated.
     """
     unroll = unroll and self.on_cpu
 
@@ -168,6 +169,7 @@ class DataParallel:
               in_axes=(None, 0), out_axes=None, devices=self.devices)
         state, sums, finite = compiled[num_steps](state, split(batches))
         return self.put_state(state), sums, finite
+      run.unrolled = unroll
       return run
 
     jitted = {}
@@ -185,6 +187,7 @@ class DataParallel:
       return train_on(state, self.global_batches(batches, batch_size), num_steps)
 
     run.train_on = train_on
+    run.unrolled = unroll      # what the loop's chunk_end needs to know
     run._cache_size = lambda: jitted["fn"]._cache_size() if jitted else 0
     return run
 

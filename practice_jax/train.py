@@ -283,7 +283,6 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
                                    for suffix in ("", optim.EMA_SUFFIX)))
   train_chunk = parallel.compile_train_chunk(task.train_step, config.batch_size,
                                              unroll=task.unroll_on_cpu)
-  unrolled = task.unroll_on_cpu and parallel.on_cpu
   writer = writers.create_writer(workdir, active=parallel.is_main)
   out = Artifacts(workdir, parallel.is_main, config.plots)
 
@@ -321,7 +320,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     progress.message("Compiling the train step (the first chunk waits for it; the "
                      "compilation cache makes the next run start sooner)...")
   while step < total and not stopper.stopped:
-    new_step = chunk_end(step, total, config.steps_per_dispatch, per_epoch, unrolled)
+    new_step = chunk_end(step, total, config.steps_per_dispatch, per_epoch,
+                         train_chunk.unrolled)
     batches = source.batches(step, new_step - step, exp.local_batch)
     state, sums, finite = train_chunk(state, batches, new_step - step)
     sums = jax.device_get(sums)

@@ -326,7 +326,7 @@ LOAD_TEXT_IN_A_FRESH_PROCESS = textwrap.dedent("""
     from practice_jax.data import catalogue, tfds_source
     name, data_dir = sys.argv[1:]
     catalogue.CATALOGUE[name] = catalogue.DatasetSpec(name, "text", validation_split="validation")
-    texts = tfds_source.load_text_splits(name, data_dir, None, ["test", "train", "validation"])
+    texts = tfds_source.load_text_splits(name, data_dir, None)
     print(json.dumps(texts))
     print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")))
     """)
@@ -353,7 +353,7 @@ def test_a_text_dataset_is_cached_and_read_again_without_tensorflow(tmp_path, mo
       TINY_TEXT, "text", validation_split="validation"))
   data_dir = str(tmp_path / "tfds")
   tfds_source.prepare(TINY_TEXT, data_dir)
-  assert tfds_source.load_text_splits(TINY_TEXT, data_dir, None, list(TEXTS)) == TEXTS
+  assert tfds_source.load_text_splits(TINY_TEXT, data_dir, None) == TEXTS
   assert len(list((tmp_path / "cache" / TINY_TEXT).glob("*/text.npy"))) == 3
   script = tmp_path / "load.py"
   script.write_text(LOAD_TEXT_IN_A_FRESH_PROCESS)

@@ -66,8 +66,7 @@ def main(argv: list[str]) -> int:
     if spec.kind == "image":
       tfds_source.load_image_splits(name, data_dir, None, (spec.train_split, spec.test_split))
     else:
-      tfds_source.load_text_splits(name, data_dir, None, sorted(
-          {spec.train_split, spec.test_split, spec.validation_split or spec.train_split}))
+      tfds_source.load_text_splits(name, data_dir, None)
   took = "already there" if already else f"{time.perf_counter() - start:.0f} s"
   print(f"{name} is prepared in {builder.data_dir} ({split_sizes(builder)}; {took}).")
   return 0

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from practice_jax.data import catalogue, tfds_source
+from practice_jax.data import tfds_source
 from practice_jax.data.base import Entry
 from practice_jax.data.in_memory import ArraySource
 from practice_jax.errors import UserError
@@ -79,12 +79,7 @@ def speaker_labels(text: str) -> np.ndarray:
 
 
 def load_text(cfg: ml_collections.ConfigDict) -> TextData:
-  spec = catalogue.CATALOGUE[cfg.name]
-  names = {"train": spec.train_split, "validation": spec.validation_split,
-           "test": spec.test_split}
-  read = tfds_source.load_text_splits(cfg.name, cfg.data_dir, cfg.manual_dir,
-                                      sorted(set(names.values())))
-  texts = {part: read[split] for part, split in names.items()}
+  texts = tfds_source.load_text_splits(cfg.name, cfg.data_dir, cfg.manual_dir)
   vocab = Vocabulary.from_text(texts["train"])
   return TextData(vocab, vocab.encode(texts["train"]), vocab.encode(texts["validation"]),
                   vocab.encode(texts["test"]), texts)

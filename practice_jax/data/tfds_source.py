@@ -379,13 +379,18 @@ def _text_split(builder, split: str) -> dict[str, np.ndarray]:
   return {"text": np.frombuffer(text.encode("utf-8"), np.uint8)}
 
 
-def load_text_splits(name: str, data_dir: str | None, manual_dir: str | None,
-                     splits: Sequence[str]) -> dict[str, str]:
-  """{split: the split's whole text} of text dataset `name` (its examples joined), cached
-  like the image datasets' arrays, so a later run reads it without TensorFlow."""
-  arrays, _ = _cached_splits(name, data_dir, manual_dir, splits, _text_split,
-                             lambda builder: [])
-  return {s: a["text"].tobytes().decode("utf-8") for s, a in arrays.items()}
+def load_text_splits(name: str, data_dir: str | None, manual_dir: str | None
+                     ) -> dict[str, str]:
+  """{'train'|'validation'|'test': that split's whole text (its examples joined)} of text
+  dataset `name`, its catalogue entry naming the TFDS splits; cached like the image
+  datasets' arrays, so a later run reads it without TensorFlow."""
+  spec = CATALOGUE[name]
+  parts = {"train": spec.train_split, "validation": spec.validation_split,
+           "test": spec.test_split}
+  arrays, _ = _cached_splits(name, data_dir, manual_dir, sorted(set(parts.values())),
+                             _text_split, lambda builder: [])
+  return {part: arrays[split]["text"].tobytes().decode("utf-8")
+          for part, split in parts.items()}
 
 
 def _cached_splits(name: str, data_dir: str | None, manual_dir: str | None,
