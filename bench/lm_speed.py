@@ -4,6 +4,7 @@ side by side in one run.
 
     python bench/lm_speed.py [--models gpt,lstm] [--steps 100] [--repeats 3]
                              [--target_repeats 0] [--torch_python /tmp/torchenv/bin/python]
+                             [--matmul_dtype float32]
 
 Steps/s: practice_jax runs configs/shakespeare_gpt_cpu.py / configs/shakespeare_lstm.py's
 model, optimizer and batch through the loop's compiled chunk (parallel.compile_train_chunk,
@@ -15,7 +16,10 @@ With `--target_repeats N`, then N alternating pairs of whole training runs, each
 process start: practice_jax's `python -m practice_jax.main --config
 configs/shakespeare_gpt_cpu.py` (through bench/time_to_target.py's run_once) and
 `torch_lm.py train` (nanoGPT's 2000 iterations): time to validation <= `--target`, and
-to the end. Both use every core. Not part of the tests.
+to the end. Both use every core. `--matmul_dtype bfloat16` runs practice_jax with
+config.model.matmul_dtype=bfloat16 (its Dense layers' matmuls in bfloat16 with float32
+accumulation: for CPUs with bfloat16 matrix units, models/precision.py); PyTorch stays in
+float32, as nanoGPT's train.py runs on a CPU. Not part of the tests.
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ class TorchWorker:
 
 def step_speed(model: str, args) -> dict:
   start = time.perf_counter()
-  ours = practice_jax_runner(model, args.data)
+  ours = practice_jax_runner(model, args.data, **_dtypes(args))
   # Warm-up: compiles every chunk length used below.
   ours(args.steps)
   setup = time.perf_counter() - start
@@ -129,13 +133,18 @@ def step_speed(model: str, args) -> dict:
           "load_average": os.getloadavg()}
 
 
+def _dtypes(args) -> dict:
+  return {} if args.matmul_dtype == "float32" else {"matmul_dtype": args.matmul_dtype}
+
+
 def time_to_target(args) -> dict:
   ttt = _load(os.path.join(HERE, "time_to_target.py"), "time_to_target")
   logdir = tempfile.mkdtemp(prefix="lm_speed_")
   ours, theirs = [], []
   for i in range(args.target_repeats):
-    ours.append(ttt.run_once(os.path.join(REPO, "configs", "shakespeare_gpt_cpu.py"), [],
-                             "loss", args.target, logdir, i))
+    overrides = [f"--config.model.{k}={v}" for k, v in _dtypes(args).items()]
+    ours.append(ttt.run_once(os.path.join(REPO, "configs", "shakespeare_gpt_cpu.py"),
+                             overrides, "loss", args.target, logdir, i))
     print("practice_jax", json.dumps(ours[-1]), f"load {os.getloadavg()[0]:.2f}", flush=True)
     launch = time.time()
     out = subprocess.run([args.torch_python, os.path.join(HERE, "torch_lm.py"), "train",
@@ -169,6 +178,7 @@ def main() -> None:
   parser.add_argument("--target", type=float, default=1.88)
   parser.add_argument("--data", default=DATA)
   parser.add_argument("--torch_python", default="/tmp/torchenv/bin/python")
+  parser.add_argument("--matmul_dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--out", default="bench/results/lm_speed.json")
   args = parser.parse_args()
   cpu = platform.processor() or platform.machine()
@@ -177,7 +187,7 @@ def main() -> None:
       cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  result = {"cpu": cpu, "cpus": os.cpu_count(),
+  result = {"cpu": cpu, "cpus": os.cpu_count(), "matmul_dtype": args.matmul_dtype,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "speed": []}
   print(f"{cpu}, {os.cpu_count()} cores, {result['date']}")
   for model in args.models.split(","):

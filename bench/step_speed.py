@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 
-def practice_jax_runner(batch: int, conv_impl: str = "xla", model: str = "pytorch_examples"):
+def practice_jax_runner(batch: int, conv_impl: str = "xla", model: str = "pytorch_examples",
+                        dtype: str = "float32"):
   import jax
 
   from practice_jax import optim
@@ -54,6 +55,7 @@ def practice_jax_runner(batch: int, conv_impl: str = "xla", model: str = "pytorc
     spec.loader.exec_module(module)
     config.model = module.get_config().model
     config.model.conv_impl = conv_impl
+  config.model.dtype = dtype
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3
   config.schedule.name = "constant"
@@ -157,19 +159,24 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--conv_impl", default="xla,eigen,im2col",
                       help="comma-separated conv_impl values to run practice_jax with")
+  parser.add_argument("--dtype", default="float32",
+                      help="comma-separated config.model.dtype values (float32, bfloat16) to "
+                      "run practice_jax with, each with every --conv_impl")
   parser.add_argument("--model", default="pytorch_examples", choices=("pytorch_examples", "mnist"))
   parser.add_argument("--out", default="bench/results/step_speed.json")
   args = parser.parse_args()
 
-  impls = args.conv_impl.split(",")
-  makers = [(f"practice_jax[{impl}]" if len(impls) > 1 else "practice_jax",
+  impls, dtypes = args.conv_impl.split(","), args.dtype.split(",")
+  rows = [(impl, dtype) for dtype in dtypes for impl in impls]
+  makers = [(f"practice_jax[{impl}{'' if dtype == 'float32' else ',' + dtype}]"
+             if len(rows) > 1 else "practice_jax",
              functools.partial(practice_jax_runner, conv_impl=impl.split("-")[0],
-                               model=args.model)) for impl in impls]
+                               model=args.model, dtype=dtype)) for impl, dtype in rows]
   peers = [("keras", keras_runner), ("pytorch", torch_runner)]
   runners, flops, setup_s = {}, None, {}
   autotune_env = os.environ.get("PRACTICE_JAX_AUTOTUNE")
   for name, make in makers + (peers if args.model == "pytorch_examples" else []):
-    if name.endswith("auto-hand]"):         # the hand-set rule: measuring off while traced
+    if "auto-hand" in name:                  # the hand-set rule: measuring off while traced
       os.environ["PRACTICE_JAX_AUTOTUNE"] = "0"
     elif autotune_env is None:
       os.environ.pop("PRACTICE_JAX_AUTOTUNE", None)

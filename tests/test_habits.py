@@ -206,6 +206,41 @@ def test_bfloat16_compute_keeps_float32_parameters_and_outputs(name):
   assert {a.dtype for a in jax.tree.leaves(bf16_params)} == {jnp.dtype(jnp.bfloat16)}
 
 
+def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
+  """matmul_dtype='bfloat16': each nn.Dense matmul (and a tied head's), forward and both
+  gradients, is a bfloat16 x bfloat16 -> float32 dot; attention's einsums, parameters,
+  gradients and outputs stay float32, close to the float32 model's."""
+  import re
+  kwargs = {"block_size": 8, "num_layers": 1, "embed_dim": 16, "num_heads": 2}
+  x = jnp.arange(16).reshape(2, 8) % 10
+  full = models.build("gpt", 10, **kwargs)
+  mixed = models.build("gpt", 10, matmul_dtype="bfloat16", **kwargs)
+  variables = mixed.init(jax.random.key(0), x, train=False)
+  chex.assert_trees_all_equal(variables, full.init(jax.random.key(0), x, train=False))
+
+  def loss(model, params):
+    return (model.apply({"params": params}, x, train=False) ** 2).mean()
+
+  out = mixed.apply(variables, x, train=False)
+  reference = full.apply(variables, x, train=False)
+  assert out.dtype == jnp.float32 and not np.array_equal(out, reference)
+  np.testing.assert_allclose(out, reference, atol=0.05, rtol=0.05)
+  grads = jax.grad(lambda p: loss(mixed, p))(variables["params"])
+  assert {a.dtype for a in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+  for got, want in zip(jax.tree.leaves(grads),
+                       jax.tree.leaves(jax.grad(lambda p: loss(full, p))(variables["params"]))):
+    np.testing.assert_allclose(got, want, atol=0.02 * float(jnp.abs(want).max()) + 1e-6)
+  hlo = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(variables["params"]).as_text()
+  dots = re.findall(r"stablehlo.dot_general.*?: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\) "
+                    r"-> tensor<[^>]*x(\w+)>", hlo)
+  # Four Dense layers (qkv, proj, mlp in and out) and the tied head (wte.attend) x
+  # (forward, input and kernel gradients) in bfloat16; attention's two einsums and their
+  # gradients in float32.
+  assert dots.count(("bf16", "bf16", "f32")) == 15, dots
+  assert dots.count(("f32", "f32", "f32")) == 6, dots
+  assert "config.model.matmul_dtype" in models.check(_with(matmul_dtype="float16"))
+
+
 def test_a_bfloat16_run_learns_as_the_float32_one_does(tmp_path):
   """A CNN with batch norm trained in bfloat16 from the same start: float32 parameters
   and optimizer state, and a loss close to the float32 run's."""

@@ -13,8 +13,18 @@ for Haiku, and what Flax's per-layer ``dtype``/``param_dtype`` amount to):
   whatever the input dtype, and batch-norm running statistics (not parameters) stay
   float32.
 
+``config.model.matmul_dtype='bfloat16'`` is the narrower policy: only the matmuls of the
+model's ``nn.Dense`` layers (MLPs, attention projections, heads; and a tied output
+layer, ``nn.Embed.attend``) take bfloat16 inputs and
+accumulate in float32 (forward and both gradients: `bfloat16_matmul`), while everything
+else (activations, normalisation, softmax, convolutions, the LSTM cells' own matmuls)
+stays float32, like TF32 on NVIDIA GPUs. It pays on CPUs with bfloat16 matrix units
+(Intel AMX: ~2.5x per matmul for the GPT's shapes), where XLA:CPU's bfloat16 elementwise
+ops make ``dtype='bfloat16'`` slower than float32, and costs a lot where bfloat16 is
+emulated (AMD EPYC without AVX512_BF16), so it is off by default.
+
 float16 is refused: it needs loss scaling, which this does not do; bfloat16 has float32's
-range and needs none. With both dtypes float32 (the default) ``wrap`` returns the module
+range and needs none. With every dtype float32 (the default) ``wrap`` returns the module
 itself, so nothing changes for a run that does not ask for it.
 """
 
@@ -28,7 +38,7 @@ import jax.numpy as jnp
 
 DTYPES = ("float32", "bfloat16")
 # config.model keys every registered model accepts (besides its own fields).
-DEFAULTS = {"dtype": "float32", "param_dtype": "float32"}
+DEFAULTS = {"dtype": "float32", "param_dtype": "float32", "matmul_dtype": "float32"}
 
 
 def check(settings: dict) -> str | None:
@@ -39,6 +49,55 @@ def check(settings: dict) -> str | None:
                "has float32's range and needs none)" if value == "float16" else "")
       return (f"config.model.{key}={value!r} is not one of {', '.join(DTYPES)}{extra}.")
   return None
+
+
+@jax.custom_vjp
+def bfloat16_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x [..., k] @ kernel [k, n] with bfloat16 inputs accumulated in float32 (float32 out);
+  its gradients are bfloat16 x bfloat16 -> float32 matmuls too."""
+  return _bf16_dot(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+
+
+def _bf16_dot(x, kernel):
+  return jnp.matmul(x, kernel, preferred_element_type=jnp.float32)
+
+
+def _bfloat16_matmul_fwd(x, kernel):
+  xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  return _bf16_dot(xb, kb), (xb, kb)
+
+
+def _bfloat16_matmul_bwd(residuals, g):
+  xb, kb = residuals
+  gb = g.astype(jnp.bfloat16)
+  dx = _bf16_dot(gb, kb.T)
+  dk = _bf16_dot(xb.reshape(-1, xb.shape[-1]).T, gb.reshape(-1, gb.shape[-1]))
+  return dx, dk
+
+
+bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
+
+
+def _dense_in_bfloat16(next_fun, args, kwargs, context):
+  """A Flax method interceptor: float32 calls of a plain ``nn.Dense`` (and an
+  ``nn.Embed``'s ``attend``, a tied output layer) as `bfloat16_matmul`; every other call,
+  and layers with their own dtype or dot_general, as they are."""
+  layer, method = context.module, context.method_name
+  if (type(layer) not in (nn.Dense, nn.Embed) or len(args) != 1 or kwargs
+      or layer.dtype is not None or layer.is_initializing()
+      or getattr(args[0], "dtype", None) != jnp.float32):
+    return next_fun(*args, **kwargs)
+  if (type(layer) is nn.Dense and method == "__call__" and layer.dot_general is None
+      and layer.dot_general_cls is None):
+    kernel = layer.get_variable("params", "kernel")
+    if kernel.dtype == jnp.float32:
+      y = bfloat16_matmul(args[0], kernel)
+      return y + layer.get_variable("params", "bias") if layer.use_bias else y
+  if type(layer) is nn.Embed and method == "attend":
+    embedding = layer.get_variable("params", "embedding")
+    if embedding.dtype == jnp.float32:
+      return bfloat16_matmul(args[0], embedding.T)
+  return next_fun(*args, **kwargs)
 
 
 def cast_floating(tree: Any, dtype) -> Any:
@@ -56,10 +115,12 @@ class MixedPrecision:
   It has the module's ``init`` and ``apply`` (same arguments, same variable paths) and
   passes every other attribute through to the module."""
 
-  def __init__(self, module: nn.Module, dtype: str, param_dtype: str):
+  def __init__(self, module: nn.Module, dtype: str, param_dtype: str,
+               matmul_dtype: str = "float32"):
     self.module = module
     self.dtype = jnp.dtype(dtype)
     self.param_dtype = jnp.dtype(param_dtype)
+    self.matmul_dtype = jnp.dtype(matmul_dtype)
 
   def __getattr__(self, name: str) -> Any:
     return getattr(self.module, name)
@@ -75,12 +136,17 @@ class MixedPrecision:
     if "params" in variables:
       variables["params"] = cast_floating(variables["params"], self.dtype)
     args = cast_floating(args, self.dtype)
-    out = self.module.apply(variables, *args, **kwargs)
+    if self.matmul_dtype == jnp.bfloat16:
+      with nn.intercept_methods(_dense_in_bfloat16):
+        out = self.module.apply(variables, *args, **kwargs)
+    else:
+      out = self.module.apply(variables, *args, **kwargs)
     return cast_floating(out, jnp.float32)
 
 
-def wrap(module: nn.Module, dtype: str = "float32", param_dtype: str = "float32"):
+def wrap(module: nn.Module, dtype: str = "float32", param_dtype: str = "float32",
+         matmul_dtype: str = "float32"):
   """`module` itself for float32 throughout, else it under the MixedPrecision policy."""
-  if dtype == "float32" and param_dtype == "float32":
+  if dtype == param_dtype == matmul_dtype == "float32":
     return module
-  return MixedPrecision(module, dtype, param_dtype)
+  return MixedPrecision(module, dtype, param_dtype, matmul_dtype)
