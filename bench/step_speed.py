@@ -2,14 +2,16 @@
 PyTorch, measured side by side, plus the machine's fp32 matmul peak.
 
     python bench/step_speed.py [--batch 128] [--steps 20] [--repeats 3]
-                               [--conv_impl xla,eigen,im2col] [--model mnist]
+                               [--conv_impl xla,eigen,im2col] [--dtype float32,bfloat16]
+                               [--model mnist]
 
 Same net (conv32 3x3 - conv64 3x3 - maxpool 2 - dense128 - dense10, no dropout), AdamW,
 batch 128 of random 28x28x1 inputs; practice_jax once per `--conv_impl` (the model's
 conv/pool lowering, practice_jax/models/conv.py). Frameworks run in alternation,
 `--repeats` rounds of `--steps` steps each after a warm-up, and the medians are reported
 with ratios to the first practice_jax row measured in the same run; `--conv_impl auto-hand` is
-"auto" with measuring off (PRACTICE_JAX_AUTOTUNE=0: the hand-set rule of models/conv.py), and
+"auto" with measuring off (PRACTICE_JAX_AUTOTUNE=0: the hand-set rule of models/conv.py);
+each `--dtype` (config.model.dtype) runs every `--conv_impl` again; and
 `--model mnist` runs configs/mnist.py's CNN instead (practice_jax only); "% of peak" counts
 the FLOPs XLA reports for the first row's step (9.3 GFLOP). Frameworks that are not installed are skipped
 (PyTorch is a benchmark-only extra: `pip install torch==2.13.0`). Not part of the tests.
