@@ -241,6 +241,20 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   assert "config.model.matmul_dtype" in models.check(_with(matmul_dtype="float16"))
 
 
+def test_quantization_rewrites_the_plain_float32_model_of_a_mixed_precision_run():
+  import types
+
+  import flax.linen as nn
+
+  from practice_jax import quantize
+  config = base_config(model="mlp")
+  config.model.update(dtype="bfloat16", matmul_dtype="bfloat16")
+  assert isinstance(models.build("mlp", 10, **{k: v for k, v in config.model.items()
+                                               if k != "name"}), precision.MixedPrecision)
+  model = quantize.float_model(types.SimpleNamespace(config=config, num_classes=10))
+  assert isinstance(model, nn.Module)
+
+
 def test_a_bfloat16_run_learns_as_the_float32_one_does(tmp_path):
   """A CNN with batch norm trained in bfloat16 from the same start: float32 parameters
   and optimizer state, and a loss close to the float32 run's."""

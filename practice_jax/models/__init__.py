@@ -96,16 +96,16 @@ def unrolled_on_cpu(name: str) -> bool:
 
 
 def construct(cls: type[nn.Module], **kwargs):
-  """`cls(**kwargs)` under the mixed-precision policy that kwargs' dtype/param_dtype ask
-  for (the module itself when they are float32, as by default)."""
+  """`cls(**kwargs)` under the mixed-precision policy that kwargs' dtype, param_dtype and
+  matmul_dtype ask for (the module itself when they are float32, as by default)."""
   dtypes = {k: kwargs.pop(k) for k in precision.DEFAULTS if k in kwargs}
   return precision.wrap(cls(**kwargs), **dtypes)
 
 
 def build(name: str, num_classes: int, block_size: int | None = None, **kwargs):
   """Model `name` with its config settings; `block_size` is passed to models that take it.
-  With config.model.dtype/param_dtype other than float32, the module under the
-  mixed-precision policy (precision.py: same init/apply and parameter paths)."""
+  With config.model.dtype, param_dtype or matmul_dtype other than float32, the module
+  under the mixed-precision policy (precision.py: same init/apply and parameter paths)."""
   cls = _REGISTRY[name]
   if block_size is not None and "block_size" in {f.name for f in dataclasses.fields(cls)}:
     kwargs["block_size"] = block_size
