@@ -31,6 +31,8 @@ itself, so nothing changes for a run that does not ask for it.
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any
 
 import flax.linen as nn
@@ -56,7 +58,7 @@ def check(settings: dict) -> str | None:
 def bfloat16_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x [..., k] @ kernel [k, n] with bfloat16 inputs accumulated in float32 (float32 out);
   its gradients are bfloat16 x bfloat16 -> float32 matmuls too."""
-  return _bf16_dot(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  return _bfloat16_matmul_fwd(x, kernel)[0]
 
 
 def _bf16_dot(x, kernel):
@@ -137,10 +139,8 @@ class MixedPrecision:
     if "params" in variables:
       variables["params"] = cast_floating(variables["params"], self.dtype)
     args = cast_floating(args, self.dtype)
-    if self.matmul_dtype == jnp.bfloat16:
-      with nn.intercept_methods(_dense_in_bfloat16):
-        out = self.module.apply(variables, *args, **kwargs)
-    else:
+    with (nn.intercept_methods(_dense_in_bfloat16) if self.matmul_dtype == jnp.bfloat16
+          else contextlib.nullcontext()):
       out = self.module.apply(variables, *args, **kwargs)
     return cast_floating(out, jnp.float32)
 
