@@ -4,7 +4,7 @@ side by side in one run.
 
     python bench/lm_speed.py [--models gpt,lstm] [--steps 100] [--repeats 3]
                              [--target_repeats 0] [--torch_python /tmp/torchenv/bin/python]
-                             [--matmul_dtype float32]
+                             [--matmul_dtype config]
 
 Steps/s: practice_jax runs configs/shakespeare_gpt_cpu.py / configs/shakespeare_lstm.py's
 model, optimizer and batch through the loop's compiled chunk (parallel.compile_train_chunk,
@@ -16,10 +16,12 @@ With `--target_repeats N`, then N alternating pairs of whole training runs, each
 process start: practice_jax's `python -m practice_jax.main --config
 configs/shakespeare_gpt_cpu.py` (through bench/time_to_target.py's run_once) and
 `torch_lm.py train` (nanoGPT's 2000 iterations): time to validation <= `--target`, and
-to the end. Both use every core. `--matmul_dtype bfloat16` runs practice_jax with
-config.model.matmul_dtype=bfloat16 (its Dense layers' matmuls in bfloat16 with float32
-accumulation: for CPUs with bfloat16 matrix units, models/precision.py); PyTorch stays in
-float32, as nanoGPT's train.py runs on a CPU. Not part of the tests.
+to the end. Both use every core. practice_jax runs each config's own
+config.model.matmul_dtype ("auto" for the GPT: each Dense layer's matmul in bfloat16 with
+float32 accumulation where this machine measured it faster, models/precision.py, choices
+cached by practice_jax/autotune.py), or the `--matmul_dtype` given (float32, bfloat16,
+auto); PyTorch stays in float32, as nanoGPT's train.py runs on a CPU. Not part of the
+tests.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def step_speed(model: str, args) -> dict:
 
 
 def _dtypes(args) -> dict:
-  return {} if args.matmul_dtype == "float32" else {"matmul_dtype": args.matmul_dtype}
+  return {} if args.matmul_dtype == "config" else {"matmul_dtype": args.matmul_dtype}
 
 
 def time_to_target(args) -> dict:
@@ -178,7 +180,8 @@ def main() -> None:
   parser.add_argument("--target", type=float, default=1.88)
   parser.add_argument("--data", default=DATA)
   parser.add_argument("--torch_python", default="/tmp/torchenv/bin/python")
-  parser.add_argument("--matmul_dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--matmul_dtype", default="config",
+                      choices=("config", "float32", "bfloat16", "auto"))
   parser.add_argument("--out", default="bench/results/lm_speed.json")
   args = parser.parse_args()
   cpu = platform.processor() or platform.machine()

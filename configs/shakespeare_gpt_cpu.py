@@ -19,17 +19,24 @@ UTC, load average 1.5-2.0). Reproduce:
 (or `python bench/time_to_target.py --config configs/shakespeare_gpt_cpu.py --metric
 loss --target 1.88 --repeats 3` for this side alone).
 
-On the Intel Xeon machine kind (AMX, 2026-12-02) this config took 49.1 s to 1.88 against
-53.7 s for nanoGPT's 2000 iterations (0.91; validation 1.8574), and 39.3 s against 55.4 s
-(0.71; validation 1.8436, seeds 1 and 2: 1.8386, 1.8465) in a second run with
-`--config.model.matmul_dtype=bfloat16`: the Dense layers' matmuls in bfloat16 with float32
-accumulation, 1.3x faster per step there; off by default, as bfloat16 is emulated (slow)
-on CPUs without it (README: the Intel section).
+`model.matmul_dtype="auto"`: the Dense layers' matmuls take bfloat16 inputs with float32
+accumulation on CPUs with AMX-BF16 and stay float32 elsewhere (models/precision.py), so the
+AMD EPYC numbers above are float32's. On the Intel Xeon machine kind (AMX; validation loss
+at step 1250, seeds 0/1/2: float32 1.8574, 1.8463, 1.8450; bfloat16 matmuls 1.8436,
+1.8386, 1.8465: no loss) "auto" took this config to 1.88 in 46.2 s (45.7, 46.2, 46.4)
+against 65.4 s (64.6, 65.4, 66.3) for nanoGPT's 2000 iterations: 0.71 of its wall time,
+its train step 1.09x nanoGPT's (35.5 vs 32.6 steps/s), alternating in one run
+(2026-12-02 14:36-14:45 UTC, load average 1.8-2.1, a day when both ran ~20% slower than
+the day before; then: float32 49.1 s vs 53.7 s, 0.91; bfloat16 matmuls 39.3 s vs 55.4 s,
+0.71). Same command as above.
 
 Learning rates tried (seed 0, validation loss at the last step; 1e-3 over 2000 steps:
 1.8690): over 1250 steps 2e-3 1.9087, 3e-3 1.8701, 4e-3 1.8536; over 1000 steps 4e-3
 1.9212, 6e-3 1.9007; 5e-3 over 1100 1.8826; 6e-3 over 1200 1.8524 (seeds 1 and 2: 1.8689,
-1.8828: unstable).
+1.8828: unstable). Over 900 steps (what half nanoGPT's time allows on the Intel kind),
+8 trials of sweeps/shakespeare_gpt_cpu.py's TPE search (lr 4.3e-3 to 1.2e-2, warmup 24 to
+100, final lr 0 or a tenth, b2 0.95/0.99, weight decay 0/0.1, a weight average 0/0.98)
+ended at validation 1.925 to 2.094: the recipe alone does not get there.
 """
 
 from practice_jax.config_base import base_config, model_config
@@ -38,7 +45,8 @@ from practice_jax.config_base import base_config, model_config
 def get_config():
   config = base_config("language_model", "tiny_shakespeare")
   config.data.block_size = 64
-  config.model = model_config("gpt", num_layers=4, num_heads=4, embed_dim=128, dropout=0.0)
+  config.model = model_config("gpt", num_layers=4, num_heads=4, embed_dim=128, dropout=0.0,
+                              matmul_dtype="auto")
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 4e-3
   config.optimizer.b2 = 0.99

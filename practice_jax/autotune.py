@@ -60,6 +60,18 @@ def cache_path() -> str:
       os.path.expanduser("~"), ".cache", "practice_jax", "autotune.json")
 
 
+def cpu_flags() -> frozenset[str]:
+  """The CPU's feature flags (/proc/cpuinfo: avx2, avx512f, amx_bf16...); empty if unknown."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return frozenset(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
 def cpu_model() -> str:
   """The CPU's model name (/proc/cpuinfo), else platform.processor()."""
   try:

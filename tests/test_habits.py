@@ -241,6 +241,25 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   assert "config.model.matmul_dtype" in models.check(_with(matmul_dtype="float16"))
 
 
+def test_auto_matmul_dtype_is_bfloat16_only_on_cpus_with_bfloat16_matrix_units(monkeypatch):
+  """matmul_dtype='auto': the bfloat16 policy where /proc/cpuinfo lists amx_bf16, and the
+  plain float32 model elsewhere (AVX-512 alone, an unknown CPU)."""
+  from practice_jax import autotune
+  kwargs = {"block_size": 8, "num_layers": 1, "embed_dim": 16, "num_heads": 2}
+  for flags, want in (({"avx512f", "avx512_bf16", "amx_bf16"}, "bfloat16"),
+                      ({"avx2", "avx512f"}, "float32"), (set(), "float32")):
+    monkeypatch.setattr(autotune, "cpu_flags", lambda flags=flags: frozenset(flags))
+    assert precision.resolve_matmul_dtype("auto") == want
+    assert precision.resolve_matmul_dtype("float32") == "float32"
+    model = models.build("gpt", 10, matmul_dtype="auto", **kwargs)
+    if want == "bfloat16":
+      assert isinstance(model, precision.MixedPrecision) and model.matmul_dtype == want
+    else:
+      assert not isinstance(model, precision.MixedPrecision)
+  assert models.check(_with(matmul_dtype="auto")) is None
+  assert "config.model.dtype" in models.check(_with(dtype="auto"))
+
+
 def test_quantization_rewrites_the_plain_float32_model_of_a_mixed_precision_run():
   import types
 

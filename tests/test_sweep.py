@@ -294,3 +294,7 @@ def test_grid_values_and_the_example_sweep_file():
   spec = sweep.load_spec(str(REPO / "sweeps" / "mnist_mlp.py"), load_config("mnist_mlp"))
   assert spec.method == "tpe" and spec.trials == 8
   assert spec.metric == "validation/accuracy" and spec.direction == "maximize"
+  spec = sweep.load_spec(str(REPO / "sweeps" / "shakespeare_gpt_cpu.py"),
+                         load_config("shakespeare_gpt_cpu"))
+  assert spec.metric == "validation/loss" and spec.direction == "minimize"
+  assert "optimizer.ema_decay" in spec.space and spec.trials == 16

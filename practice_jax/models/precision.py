@@ -24,6 +24,16 @@ ops make ``dtype='bfloat16'`` slower than float32. Off by default: where bfloat1
 emulated (the AMD EPYC without AVX512_BF16, where ``dtype='bfloat16'`` ran at half speed)
 it is expected to cost instead (not measured there).
 
+``matmul_dtype='auto'`` is bfloat16 on a CPU with bfloat16 matrix units (AMX-BF16 in
+/proc/cpuinfo's flags, where it was measured: the GPT's step 1.25-1.30x) and float32
+everywhere else (CPUs without them, where bfloat16 is emulated; GPUs and TPUs: not
+measured). It is decided by the machine's features rather than by timing each matmul
+alone, as autotune does convolutions: timed alone, with its casts and transposes, a
+[1024, 128] x [128, 384] matmul and its gradients took as long in bfloat16 as in float32
+(1.25 vs 1.28 ms), while inside the compiled GPT step the same change made the whole step
+1.25x faster. A config should only ask for it where its accuracy table shows bfloat16
+matmuls lose nothing (configs/shakespeare_gpt_cpu.py).
+
 float16 is refused: it needs loss scaling, which this does not do; bfloat16 has float32's
 range and needs none. With every dtype float32 (the default) ``wrap`` returns the module
 itself, so nothing changes for a run that does not ask for it.
@@ -40,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 DTYPES = ("float32", "bfloat16")
+MATMUL_DTYPES = DTYPES + ("auto",)
 # config.model keys every registered model accepts (besides its own fields).
 DEFAULTS = {"dtype": "float32", "param_dtype": "float32", "matmul_dtype": "float32"}
 
@@ -47,10 +58,11 @@ DEFAULTS = {"dtype": "float32", "param_dtype": "float32", "matmul_dtype": "float
 def check(settings: dict) -> str | None:
   for key in DEFAULTS:
     value = settings.get(key, DEFAULTS[key])
-    if value not in DTYPES:
+    allowed = MATMUL_DTYPES if key == "matmul_dtype" else DTYPES
+    if value not in allowed:
       extra = (" (float16 needs loss scaling, which practice_jax does not do; bfloat16 "
                "has float32's range and needs none)" if value == "float16" else "")
-      return (f"config.model.{key}={value!r} is not one of {', '.join(DTYPES)}{extra}.")
+      return (f"config.model.{key}={value!r} is not one of {', '.join(allowed)}{extra}.")
   return None
 
 
@@ -79,6 +91,15 @@ def _bfloat16_matmul_bwd(residuals, g):
 
 
 bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
+
+
+def resolve_matmul_dtype(matmul_dtype: str) -> str:
+  """'auto' as this machine's choice (module docstring); other values as they are."""
+  if matmul_dtype != "auto":
+    return matmul_dtype
+  from practice_jax import autotune
+  return ("bfloat16" if jax.default_backend() == "cpu" and "amx_bf16" in autotune.cpu_flags()
+          else "float32")
 
 
 def _dense_in_bfloat16(next_fun, args, kwargs, context):
@@ -123,7 +144,7 @@ class MixedPrecision:
     self.module = module
     self.dtype = jnp.dtype(dtype)
     self.param_dtype = jnp.dtype(param_dtype)
-    self.matmul_dtype = jnp.dtype(matmul_dtype)
+    self.matmul_dtype = matmul_dtype
 
   def __getattr__(self, name: str) -> Any:
     return getattr(self.module, name)
@@ -139,7 +160,7 @@ class MixedPrecision:
     if "params" in variables:
       variables["params"] = cast_floating(variables["params"], self.dtype)
     args = cast_floating(args, self.dtype)
-    with (nn.intercept_methods(_dense_in_bfloat16) if self.matmul_dtype == jnp.bfloat16
+    with (nn.intercept_methods(_dense_in_bfloat16) if self.matmul_dtype == "bfloat16"
           else contextlib.nullcontext()):
       out = self.module.apply(variables, *args, **kwargs)
     return cast_floating(out, jnp.float32)
@@ -147,7 +168,9 @@ class MixedPrecision:
 
 def wrap(module: nn.Module, dtype: str = "float32", param_dtype: str = "float32",
          matmul_dtype: str = "float32"):
-  """`module` itself for float32 throughout, else it under the MixedPrecision policy."""
+  """`module` itself for float32 throughout, else it under the MixedPrecision policy
+  (matmul_dtype 'auto' resolved for this machine here)."""
+  matmul_dtype = resolve_matmul_dtype(matmul_dtype)
   if dtype == param_dtype == matmul_dtype == "float32":
     return module
   return MixedPrecision(module, dtype, param_dtype, matmul_dtype)
