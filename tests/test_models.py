@@ -81,3 +81,40 @@ def test_classic_nets_refuse_mismatched_stages():
   assert "give one depth per stage" in problem
   problem = models.check(ml_collections.ConfigDict({"name": "nin", "kernels": (5,)}))
   assert "give one kernel size per block" in problem
+
+
+def _char_lstm(**kwargs):
+  return models.build("rnn_lm", 11, hidden=8, num_layers=2, embed_dim=6, **kwargs)
+
+
+def test_the_fused_lstm_and_batch_groups_compute_what_flax_computes():
+  """models/rnn.py: impl='fused' (a hand-written backward pass) and groups (the batch run as
+  separate loops) have Flax's parameters and give its outputs and gradients; a batch that
+  does not divide by groups runs as one loop."""
+  import ml_collections
+  tokens = jax.random.randint(jax.random.key(0), (4, 7), 0, 11)
+  reference = _char_lstm()
+  params = reference.init(jax.random.key(1), tokens)
+  # Non-zero biases and larger weights, so every gradient term matters.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(2), len(leaves))
+  params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape)
+                                     for a, k in zip(leaves, keys)])
+
+  def run(model):
+    return jax.jit(jax.value_and_grad(
+        lambda p: jnp.mean(jnp.sin(model.apply(p, tokens, train=True)))))(params)
+  want = run(reference)
+  for impl, groups in (("fused", 1), ("fused", 2), ("scan", 2), ("fused", 3)):
+    model = _char_lstm(impl=impl, groups=groups)
+    chex.assert_trees_all_equal_structs(model.init(jax.random.key(1), tokens), params)
+    chex.assert_trees_all_close(run(model), want, rtol=1e-5, atol=1e-6)
+  jaxpr = str(jax.make_jaxpr(lambda p: _char_lstm(impl="fused", groups=2).apply(p, tokens))(
+      params))
+  assert jaxpr.count("custom_vjp_call") == 4            # 2 layers x 2 groups
+  # impl is the LSTM's: a GRU (shakespeare_lstm.py with --config.model.cell=gru) scans.
+  gru = models.build("rnn_lm", 11, hidden=8, num_layers=1, embed_dim=6, cell="gru",
+                     impl="fused", groups=2)
+  chex.assert_shape(gru.apply(gru.init(jax.random.key(0), tokens), tokens), (4, 7, 11))
+  assert "config.model.groups=0" in models.check(ml_collections.ConfigDict(
+      {"name": "rnn_lm", "groups": 0}))
