@@ -243,11 +243,16 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
 
 def test_auto_matmul_dtype_is_bfloat16_only_on_cpus_with_bfloat16_matrix_units(monkeypatch):
   """matmul_dtype='auto': the bfloat16 policy where /proc/cpuinfo lists amx_bf16, and the
-  plain float32 model elsewhere (AVX-512 alone, an unknown CPU)."""
+  plain float32 model elsewhere (AVX-512 alone, an unknown CPU), under pytest and with
+  PRACTICE_JAX_AUTOTUNE=0."""
   from practice_jax import autotune
   kwargs = {"block_size": 8, "num_layers": 1, "embed_dim": 16, "num_heads": 2}
-  for flags, want in (({"avx512f", "avx512_bf16", "amx_bf16"}, "bfloat16"),
-                      ({"avx2", "avx512f"}, "float32"), (set(), "float32")):
+  amx = {"avx512f", "avx512_bf16", "amx_bf16"}
+  monkeypatch.setattr(autotune, "cpu_flags", lambda: frozenset(amx))
+  assert precision.resolve_matmul_dtype("auto") == "float32"        # pytest: off
+  monkeypatch.setenv("PRACTICE_JAX_AUTOTUNE", "1")
+  for flags, want in ((amx, "bfloat16"), ({"avx2", "avx512f"}, "float32"),
+                      (set(), "float32")):
     monkeypatch.setattr(autotune, "cpu_flags", lambda flags=flags: frozenset(flags))
     assert precision.resolve_matmul_dtype("auto") == want
     assert precision.resolve_matmul_dtype("float32") == "float32"
@@ -256,6 +261,8 @@ def test_auto_matmul_dtype_is_bfloat16_only_on_cpus_with_bfloat16_matrix_units(m
       assert isinstance(model, precision.MixedPrecision) and model.matmul_dtype == want
     else:
       assert not isinstance(model, precision.MixedPrecision)
+  monkeypatch.setenv("PRACTICE_JAX_AUTOTUNE", "0")
+  assert precision.resolve_matmul_dtype("auto") == "float32"
   assert models.check(_with(matmul_dtype="auto")) is None
   assert "config.model.dtype" in models.check(_with(dtype="auto"))
 

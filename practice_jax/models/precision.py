@@ -31,8 +31,10 @@ measured). It is decided by the machine's features rather than by timing each ma
 alone, as autotune does convolutions: timed alone, with its casts and transposes, a
 [1024, 128] x [128, 384] matmul and its gradients took as long in bfloat16 as in float32
 (1.25 vs 1.28 ms), while inside the compiled GPT step the same change made the whole step
-1.25x faster. A config should only ask for it where its accuracy table shows bfloat16
-matmuls lose nothing (configs/shakespeare_gpt_cpu.py).
+1.25x faster. Like autotune's choices it is off (float32) under pytest and with
+``PRACTICE_JAX_AUTOTUNE=0``, so that tests compute the same on every machine. A config
+should only ask for it where its accuracy table shows bfloat16 matmuls lose nothing
+(configs/shakespeare_gpt_cpu.py).
 
 float16 is refused: it needs loss scaling, which this does not do; bfloat16 has float32's
 range and needs none. With every dtype float32 (the default) ``wrap`` returns the module
@@ -98,8 +100,8 @@ def resolve_matmul_dtype(matmul_dtype: str) -> str:
   if matmul_dtype != "auto":
     return matmul_dtype
   from practice_jax import autotune
-  return ("bfloat16" if jax.default_backend() == "cpu" and "amx_bf16" in autotune.cpu_flags()
-          else "float32")
+  return ("bfloat16" if autotune.enabled() and jax.default_backend() == "cpu"
+          and "amx_bf16" in autotune.cpu_flags() else "float32")
 
 
 def _dense_in_bfloat16(next_fun, args, kwargs, context):

@@ -128,6 +128,8 @@ def _lstm_sequence_bwd(residuals, dh_out):
   dc_from_dh = o * (1 - tanh_c * tanh_c)
   factors = (g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o))
 
+  wh_t = wh.T                                      # once, not in every step
+
   def step(carry, inputs):
     dh_next, dc_next = carry
     dh_t, dc_from_dh, fi, ff, fg, fo, f = inputs
@@ -136,7 +138,6 @@ def _lstm_sequence_bwd(residuals, dh_out):
     dz = jnp.concatenate([dc * fi, dc * ff, dc * fg, dh * fo], axis=-1)
     return (dz @ wh_t, dc * f), dz
   zeros = jnp.zeros((batch, hidden), h.dtype)
-  wh_t = wh.T                                      # once, not in every step
   _, dz = lax.scan(step, (zeros, zeros),
                    (jnp.swapaxes(dh_out, 0, 1), dc_from_dh, *factors, f), reverse=True)
   dz_flat = dz.reshape(steps * batch, 4 * hidden)
