@@ -21,9 +21,14 @@ loss --target 1.88 --repeats 3` for this side alone).
 
 `model.matmul_dtype="auto"`: the Dense layers' matmuls take bfloat16 inputs with float32
 accumulation on CPUs with AMX-BF16 and stay float32 elsewhere (models/precision.py), so the
-AMD EPYC numbers above are float32's. On the Intel Xeon machine kind (AMX; validation loss
-at step 1250, seeds 0/1/2: float32 1.8574, 1.8463, 1.8450; bfloat16 matmuls 1.8436,
-1.8386, 1.8465: no loss) "auto" took this config to 1.88 in 46.2 s (45.7, 46.2, 46.4)
+AMD EPYC numbers above are float32's. `model.batch_groups=3`: the batch of 12 computed as
+3 independent slices in each step (models/groups.py; the same numbers; not measured on the
+AMD EPYC). With both, on the Intel Xeon machine kind (2026-12-02 15:40-15:45 UTC, same
+command): validation <= 1.88 in 39.2 s (38.5, 40.5, 39.2; 1.8516 at step 1250) against
+57.1 s for nanoGPT's 2000 iterations, 0.69 of its wall time; train step 1.26x nanoGPT's
+(45.54 vs 36.14 steps/s). Before batch_groups (validation loss at step 1250 there,
+seeds 0/1/2: float32 1.8574, 1.8463, 1.8450; bfloat16 matmuls 1.8436, 1.8386, 1.8465: no
+loss), "auto" alone took this config to 1.88 in 46.2 s (45.7, 46.2, 46.4)
 against 65.4 s (64.6, 65.4, 66.3) for nanoGPT's 2000 iterations: 0.71 of its wall time,
 its train step 1.09x nanoGPT's (35.5 vs 32.6 steps/s), alternating in one run
 (2026-12-02 14:36-14:45 UTC, load average 1.8-2.1, a day when both ran ~20% slower than
@@ -46,7 +51,7 @@ def get_config():
   config = base_config("language_model", "tiny_shakespeare")
   config.data.block_size = 64
   config.model = model_config("gpt", num_layers=4, num_heads=4, embed_dim=128, dropout=0.0,
-                              matmul_dtype="auto")
+                              matmul_dtype="auto", batch_groups=3)
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 4e-3
   config.optimizer.b2 = 0.99

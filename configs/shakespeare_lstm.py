@@ -7,12 +7,14 @@ to global norm 5 (char-rnn clamps each element at 5 instead).
 
 Result: validation loss 1.5642 (test 1.6489) after 5000 steps, 127 s wall time from
 process start, on the 2-core AMD EPYC CPU machine (jax 0.10.2, 2026-11-24), with Flax's
-scan. The LSTM layers now run as `impl="fused", groups=2` (models/rnn.py: a hand-written
-backward pass, the batch as 2 independent loops; the same numbers): validation 1.5651
-(test 1.6488) after 5000 steps, 168 s from process start, on the 2-core Intel Xeon
-machine kind (2026-12-02 15:00 UTC, a slow day: PyTorch's char-rnn also ran ~20% below
-the day before), where its train step ran 1.32x faster than Flax's scan (33.89 vs 25.61
-steps/s) and at 0.89x PyTorch's `nn.LSTM` (README, the Intel section). Reproduce:
+scan. The LSTM layers now run as `impl="fused"` (models/rnn.py: a hand-written backward
+pass) and the batch as 2 independent slices (`batch_groups=2`, models/groups.py), the same
+numbers: validation 1.5651 (test 1.6488) after 5000 steps, 168 s from process start, on
+the 2-core Intel Xeon machine kind (2026-12-02 15:00 UTC, a slow day: PyTorch's char-rnn
+also ran ~20% below the day before; measured with an earlier form of the split, 2 loops
+inside each layer). There the fused layer's step was 1.12x Flax's scan (28.80 vs 25.61
+steps/s, one run) and 2 slices made it 1.26x faster again (35.95 vs 28.50, another run):
+0.89x PyTorch's `nn.LSTM` (README, the Intel section). Reproduce:
 `python bench/time_to_target.py --config configs/shakespeare_lstm.py --metric loss
 --target 1.6 --repeats 1` (1.6 reached at step 3500, 118.5 s).
 """
@@ -24,7 +26,7 @@ def get_config():
   config = base_config("language_model", "tiny_shakespeare")
   config.data.block_size = 50
   config.model = model_config("rnn_lm", cell="lstm", hidden=128, num_layers=2,
-                              embed_dim=64, dropout=0.0, impl="fused", groups=2)
+                              embed_dim=64, dropout=0.0, impl="fused", batch_groups=2)
   config.optimizer.name = "rmsprop"
   config.optimizer.learning_rate = 2e-3
   config.optimizer.rmsprop_decay = 0.95

@@ -166,13 +166,13 @@ def float_model(task):
   """The task's model for quantization: with conv_impl='xla' where it has that setting
   (nn.Conv: same parameters; module docstring)."""
   from practice_jax import models
-  from practice_jax.models import precision
   settings = {k: v for k, v in task.config.model.items() if k != "name"}
   if "conv_impl" in settings:
     settings["conv_impl"] = "xla"
   # The float model qwix rewrites is a Linen module: float32 compute and matmuls (a
-  # bfloat16-trained run's parameters are float32 all the same; models/precision.py).
-  settings.update(precision.DEFAULTS)
+  # bfloat16-trained run's parameters are float32 all the same; models/precision.py),
+  # the batch in one piece.
+  settings.update(models.COMMON)
   return models.build(task.config.model.name, task.num_classes, **settings)
 
 

@@ -1,6 +1,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from practice_jax import models
@@ -87,34 +88,76 @@ def _char_lstm(**kwargs):
   return models.build("rnn_lm", 11, hidden=8, num_layers=2, embed_dim=6, **kwargs)
 
 
-def test_the_fused_lstm_and_batch_groups_compute_what_flax_computes():
-  """models/rnn.py: impl='fused' (a hand-written backward pass) and groups (the batch run as
-  separate loops) have Flax's parameters and give its outputs and gradients; a batch that
-  does not divide by groups runs as one loop."""
-  import ml_collections
-  tokens = jax.random.randint(jax.random.key(0), (4, 7), 0, 11)
-  reference = _char_lstm()
-  params = reference.init(jax.random.key(1), tokens)
-  # Non-zero biases and larger weights, so every gradient term matters.
+def _perturbed(params):
+  """Non-zero biases and larger weights, so every gradient term matters."""
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(2), len(leaves))
-  params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape)
-                                     for a, k in zip(leaves, keys)])
+  return jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape)
+                                   for a, k in zip(leaves, keys)])
+
+
+def test_the_fused_lstm_computes_what_flax_computes():
+  """models/rnn.py: impl='fused' (a hand-written backward pass) has Flax's parameters and
+  gives its outputs and gradients; a GRU scans whatever impl says."""
+  tokens = jax.random.randint(jax.random.key(0), (4, 7), 0, 11)
+  reference = _char_lstm()
+  params = _perturbed(reference.init(jax.random.key(1), tokens))
 
   def run(model):
     return jax.jit(jax.value_and_grad(
         lambda p: jnp.mean(jnp.sin(model.apply(p, tokens, train=True)))))(params)
-  want = run(reference)
-  for impl, groups in (("fused", 1), ("fused", 2), ("scan", 2), ("fused", 3)):
-    model = _char_lstm(impl=impl, groups=groups)
-    chex.assert_trees_all_equal_structs(model.init(jax.random.key(1), tokens), params)
-    chex.assert_trees_all_close(run(model), want, rtol=1e-5, atol=1e-6)
-  jaxpr = str(jax.make_jaxpr(lambda p: _char_lstm(impl="fused", groups=2).apply(p, tokens))(
-      params))
-  assert jaxpr.count("custom_vjp_call") == 4            # 2 layers x 2 groups
-  # impl is the LSTM's: a GRU (shakespeare_lstm.py with --config.model.cell=gru) scans.
+  fused = _char_lstm(impl="fused")
+  chex.assert_trees_all_equal_structs(fused.init(jax.random.key(1), tokens), params)
+  chex.assert_trees_all_close(run(fused), run(reference), rtol=1e-5, atol=1e-6)
+  jaxpr = str(jax.make_jaxpr(lambda p: fused.apply(p, tokens))(params))
+  assert jaxpr.count("custom_vjp_call") == 2            # one per layer
   gru = models.build("rnn_lm", 11, hidden=8, num_layers=1, embed_dim=6, cell="gru",
-                     impl="fused", groups=2)
+                     impl="fused")
   chex.assert_shape(gru.apply(gru.init(jax.random.key(0), tokens), tokens), (4, 7, 11))
-  assert "config.model.groups=0" in models.check(ml_collections.ConfigDict(
-      {"name": "rnn_lm", "groups": 0}))
+
+
+@pytest.mark.parametrize("name", ["gpt", "rnn_lm", "cnn"])
+def test_batch_groups_compute_what_one_batch_computes(name):
+  """config.model.batch_groups (models/groups.py): the batch as 2 or 3 slices in one step
+  gives the same outputs and gradients with the same parameters; a batch that does not
+  divide, and calls that collect state, run whole; dropout draws per slice."""
+  import ml_collections
+  from practice_jax.models import groups
+  if name == "cnn":
+    x = jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
+    kwargs = {"features": (4,), "pools": ("max",), "dense": (8,), "batch_norm": True}
+  else:
+    x = jax.random.randint(jax.random.key(0), (6, 5), 0, 11)
+    kwargs = ({"block_size": 5, "num_layers": 1, "embed_dim": 8, "num_heads": 2}
+              if name == "gpt" else {"hidden": 8, "num_layers": 1, "embed_dim": 6,
+                                     "impl": "fused"})
+  whole = models.build(name, 11, **kwargs)
+  variables = whole.init(jax.random.key(1), x, train=False)
+  params = _perturbed(variables["params"])
+  others = {k: v for k, v in variables.items() if k != "params"}
+
+  def run(model, x):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.mean(jnp.sin(model.apply(
+        {"params": p, **others}, x, train=False)))))(params)
+  for k in (2, 3, 4):
+    split = models.build(name, 11, batch_groups=k, **kwargs)
+    assert isinstance(split, groups.BatchGroups)
+    chex.assert_trees_all_equal(split.init(jax.random.key(1), x, train=False), variables)
+    chex.assert_trees_all_close(run(split, x), run(whole, x), rtol=1e-5, atol=1e-6)
+  split = models.build(name, 11, batch_groups=2, **kwargs)
+  if name == "cnn":                                   # batch norm in training: whole
+    out, state = split.apply(variables, x, train=True, mutable=["batch_stats"])
+    chex.assert_trees_all_close(
+        (out, state), whole.apply(variables, x, train=True, mutable=["batch_stats"]))
+  else:
+    loops = str(jax.make_jaxpr(lambda p: split.apply({"params": p}, x, train=False))(params))
+    assert loops.count("dot_general") == 2 * str(jax.make_jaxpr(
+        lambda p: whole.apply({"params": p}, x, train=False))(params)).count("dot_general")
+  if name == "gpt":                                   # dropout: a different mask per slice
+    drop = models.build(name, 11, batch_groups=2, **{**kwargs, "dropout": 0.5})
+    same = jnp.tile(x[:3], (2, 1))
+    out = drop.apply({"params": params}, same, train=True,
+                     rngs={"dropout": jax.random.key(3)})
+    assert not np.allclose(out[:3], out[3:])
+  assert "config.model.batch_groups=0" in models.check(ml_collections.ConfigDict(
+      {"name": name, "batch_groups": 0}))

@@ -16,7 +16,7 @@ import dataclasses
 
 import flax.linen as nn
 
-from practice_jax.models import precision
+from practice_jax.models import groups, precision
 from practice_jax.models import settings as settings_lib
 from practice_jax.models.actor_critic import ActorCritic
 from practice_jax.models.autoencoder import ConvAutoencoder
@@ -47,6 +47,9 @@ _REGISTRY: dict[str, type[nn.Module]] = {
 
 # Settings that come from the data, not from config.model.
 DATA_SETTINGS = ("num_classes", "block_size", "vocab_size")
+# config.model keys every registered model accepts besides its own fields, with their
+# defaults: mixed precision (precision.py) and batch groups (groups.py).
+COMMON = {**precision.DEFAULTS, "batch_groups": 1}
 
 
 def names() -> list[str]:
@@ -59,15 +62,14 @@ def hyperparameters(name: str) -> list[str]:
   cls = _REGISTRY[name]
   return [f.name for f in dataclasses.fields(cls)
           if f.init and f.name not in ("parent", "name") + DATA_SETTINGS
-          ] + list(precision.DEFAULTS)
+          ] + list(COMMON)
 
 
 def defaults(name: str) -> dict:
-  """The named model's settings and their default values (with the mixed-precision
-  settings every model has: models/precision.py)."""
+  """The named model's settings and their default values (with the settings every model
+  has: COMMON)."""
   fields = {f.name: f for f in dataclasses.fields(_REGISTRY[name])}
-  return {k: precision.DEFAULTS[k] if k in precision.DEFAULTS else fields[k].default
-          for k in hyperparameters(name)}
+  return {k: COMMON[k] if k in COMMON else fields[k].default for k in hyperparameters(name)}
 
 
 def check(cfg) -> str | None:
@@ -84,7 +86,8 @@ def check(cfg) -> str | None:
       return (f"Model {cfg.name!r} has no setting config.model.{key}: {hint}its settings "
               f"are {', '.join(allowed)}.")
   problem = (precision.check(values) or
-             settings_lib.check(values, getattr(cls, "SETTINGS", {})))
+             settings_lib.check(values, {"batch_groups": settings_lib.positive,
+                                         **getattr(cls, "SETTINGS", {})}))
   if problem is None and hasattr(cls, "check_settings"):
     problem = cls.check_settings({**defaults(cfg.name), **values})
   return problem
@@ -97,15 +100,18 @@ def unrolled_on_cpu(name: str) -> bool:
 
 def construct(cls: type[nn.Module], **kwargs):
   """`cls(**kwargs)` under the mixed-precision policy that kwargs' dtype, param_dtype and
-  matmul_dtype ask for (the module itself when they are float32, as by default)."""
+  matmul_dtype ask for, its apply split into kwargs' batch_groups (the module itself for
+  float32 and one group, as by default)."""
   dtypes = {k: kwargs.pop(k) for k in precision.DEFAULTS if k in kwargs}
-  return precision.wrap(cls(**kwargs), **dtypes)
+  batch_groups = kwargs.pop("batch_groups", 1)
+  return groups.wrap(precision.wrap(cls(**kwargs), **dtypes), batch_groups)
 
 
 def build(name: str, num_classes: int, block_size: int | None = None, **kwargs):
   """Model `name` with its config settings; `block_size` is passed to models that take it.
   With config.model.dtype, param_dtype or matmul_dtype other than float32, the module
-  under the mixed-precision policy (precision.py: same init/apply and parameter paths)."""
+  under the mixed-precision policy (precision.py: same init/apply and parameter paths);
+  with batch_groups > 1, its apply split over the batch (groups.py)."""
   cls = _REGISTRY[name]
   if block_size is not None and "block_size" in {f.name for f in dataclasses.fields(cls)}:
     kwargs["block_size"] = block_size

@@ -14,15 +14,9 @@ and Elman layers always take Flax's scan):
   does one small matmul and one elementwise op per step, and the weight and input
   gradients are single matmuls after it.
 
-``groups`` splits the batch into that many groups, each run through every layer as its own
-loop (the examples of a batch never interact; a batch that does not divide runs as one).
-
 Measured on the 2-core Intel Xeon machine kind (configs/shakespeare_lstm.py's step in the
-loop's compiled chunk, one process, 5 alternating rounds): scan 25.6 steps/s, fused 28.8,
-fused with 2 groups 33.9, with 4 groups 29.1. Not chosen by autotune: timed outside the
-loop, a layer's forward and gradients took about as long with 2 groups as with 1 (15.5
-vs 15.8 ms), and so did the whole model's (40.6 vs 41.3 ms), so a measurement of the
-layer alone would not find what 2 groups gain inside the train loop.
+loop's compiled chunk, one process, 5 alternating rounds): scan 25.6 steps/s, fused 28.8;
+with the batch in 2 independent slices (``config.model.batch_groups=2``, groups.py) 35.9.
 """
 
 import flax.linen as nn
@@ -45,11 +39,9 @@ class RNNLanguageModel(nn.Module):
   embed_dim: int = 64
   dropout: float = 0.0
   impl: str = "scan"              # LSTM layers: "scan" or "fused" (module docstring)
-  groups: int = 1                 # independent loops per layer over the batch
 
   SETTINGS = {"cell": one_of(CELLS), "hidden": positive, "num_layers": positive,
-              "embed_dim": positive, "dropout": fraction, "impl": one_of(IMPLS),
-              "groups": positive}
+              "embed_dim": positive, "dropout": fraction, "impl": one_of(IMPLS)}
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -57,21 +49,11 @@ class RNNLanguageModel(nn.Module):
     for _ in range(self.num_layers):
       cell = CELLS[self.cell](self.hidden)
       if self.impl == "fused" and self.cell == "lstm" and not self.is_initializing():
-        x = in_groups(lambda part, p=cell.variables["params"]: fused_lstm(p, part), x,
-                      self.groups)
+        x = fused_lstm(cell.variables["params"], x)
       else:
-        x = in_groups(nn.RNN(cell), x, self.groups)
+        x = nn.RNN(cell)(x)
       x = Dropout(self.dropout, not train)(x)
     return nn.Dense(self.num_classes)(x)
-
-
-def in_groups(layer, x: jnp.ndarray, groups: int) -> jnp.ndarray:
-  """layer(x) computed as `groups` separate calls on equal slices of the batch (one call
-  when the batch does not divide evenly, or is symbolic as in an export); a Flax
-  submodule called several times shares its parameters."""
-  if groups <= 1 or not isinstance(x.shape[0], int) or x.shape[0] % groups:
-    return layer(x)
-  return jnp.concatenate([layer(part) for part in jnp.split(x, groups)], axis=0)
 
 
 def fused_lstm(params: dict, x: jnp.ndarray) -> jnp.ndarray:
