@@ -161,3 +161,19 @@ def test_batch_groups_compute_what_one_batch_computes(name):
     assert not np.allclose(out[:3], out[3:])
   assert "config.model.batch_groups=0" in models.check(ml_collections.ConfigDict(
       {"name": name, "batch_groups": 0}))
+
+
+def test_batch_groups_run_whole_when_another_argument_leads_with_the_batch():
+  from practice_jax.models import groups
+  calls = []
+
+  class Recorder:
+    def apply(self, variables, x, y=None, rngs=None):
+      calls.append(x.shape[0])
+      return x if y is None else x + y
+  split = groups.BatchGroups(Recorder(), 2)
+  np.testing.assert_array_equal(split.apply({}, jnp.ones((4, 2)), jnp.ones((4, 2))),
+                                2 * np.ones((4, 2)))
+  assert calls == [4]
+  split.apply({}, jnp.ones((4, 2)), y=jnp.ones((2,)))   # not per example: split
+  assert calls == [4, 2, 2]

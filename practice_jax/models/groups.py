@@ -10,8 +10,9 @@ char GPT's step (batch 12) ran 1.21x faster with 3 groups (47.4 vs 39.2 steps/s)
 char LSTM's 1.26x with 2 (35.9 vs 28.5), while the MNIST CNN (batch 128, convolutions
 that already use both cores) did not move (15.1 vs 14.8).
 
-What is not split: a batch that does not divide by k or whose size is symbolic (an
-export), and calls that collect state (``mutable=...``, e.g. batch-norm statistics in
+Only the first argument is split. What runs whole: a batch that does not divide by k or
+whose size is symbolic (an export), a call with another argument that leads with the batch
+(it would need splitting too), and calls that collect state (``mutable=...``, e.g. batch-norm statistics in
 training, which a slice would change; ``capture_intermediates``; a ``method=``). Random
 streams (dropout) are folded with the group's index, so the slices draw different masks.
 """
@@ -44,7 +45,9 @@ class BatchGroups:
   def apply(self, variables, x, *args, rngs=None, **kwargs):
     batch = x.shape[0] if getattr(x, "ndim", 0) else None
     if (not isinstance(batch, int) or batch % self.groups
-        or any(kwargs.get(k) for k in _UNSPLIT)):
+        or any(kwargs.get(k) for k in _UNSPLIT)
+        or any(getattr(a, "ndim", 0) and a.shape[0] == batch
+               for a in (*args, *kwargs.values()))):
       return self.module.apply(variables, x, *args, rngs=rngs, **kwargs)
     outputs = [self.module.apply(variables, part, *args, rngs=_fold(rngs, i), **kwargs)
                for i, part in enumerate(jnp.split(x, self.groups))]
