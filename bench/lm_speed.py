@@ -17,11 +17,10 @@ process start: practice_jax's `python -m practice_jax.main --config
 configs/shakespeare_gpt_cpu.py` (through bench/time_to_target.py's run_once) and
 `torch_lm.py train` (nanoGPT's 2000 iterations): time to validation <= `--target`, and
 to the end. Both use every core. practice_jax runs each config's own
-config.model.matmul_dtype ("auto" for the GPT: each Dense layer's matmul in bfloat16 with
-float32 accumulation where this machine measured it faster, models/precision.py, choices
-cached by practice_jax/autotune.py), or the `--matmul_dtype` given (float32, bfloat16,
-auto); PyTorch stays in float32, as nanoGPT's train.py runs on a CPU. Not part of the
-tests.
+config.model.matmul_dtype ("auto" for the GPT: its Dense layers' matmuls in bfloat16 with
+float32 accumulation on CPUs with AMX-BF16, float32 elsewhere, models/precision.py), or
+the `--matmul_dtype` given (float32, bfloat16, auto); PyTorch stays in float32, as
+nanoGPT's train.py runs on a CPU. Not part of the tests.
 """
 
 from __future__ import annotations

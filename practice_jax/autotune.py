@@ -60,28 +60,26 @@ def cache_path() -> str:
       os.path.expanduser("~"), ".cache", "practice_jax", "autotune.json")
 
 
-def cpu_flags() -> frozenset[str]:
-  """The CPU's feature flags (/proc/cpuinfo: avx2, avx512f, amx_bf16...); empty if unknown."""
+def _cpuinfo(field: str) -> str | None:
+  """The value of the first `field` line of /proc/cpuinfo, or None."""
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
       for line in f:
-        if line.startswith("flags"):
-          return frozenset(line.split(":", 1)[1].split())
+        if line.startswith(field):
+          return line.split(":", 1)[1].strip()
   except OSError:
     pass
-  return frozenset()
+  return None
+
+
+def cpu_flags() -> frozenset[str]:
+  """The CPU's feature flags (/proc/cpuinfo: avx2, avx512f, amx_bf16...); empty if unknown."""
+  return frozenset((_cpuinfo("flags") or "").split())
 
 
 def cpu_model() -> str:
   """The CPU's model name (/proc/cpuinfo), else platform.processor()."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or "unknown"
+  return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def _machine() -> dict:

@@ -12,9 +12,10 @@ that already use both cores) did not move (15.1 vs 14.8).
 
 Only the first argument is split. What runs whole: a batch that does not divide by k or
 whose size is symbolic (an export), a call with another argument that leads with the batch
-(it would need splitting too), and calls that collect state (``mutable=...``, e.g. batch-norm statistics in
-training, which a slice would change; ``capture_intermediates``; a ``method=``). Random
-streams (dropout) are folded with the group's index, so the slices draw different masks.
+(it would need splitting too), and calls that collect state (``mutable=...``, e.g.
+batch-norm statistics in training, which a slice would change; ``capture_intermediates``;
+a ``method=``). Random streams (dropout) are folded with the group's index, so the slices
+draw different masks.
 """
 
 from __future__ import annotations
