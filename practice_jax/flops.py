@@ -30,18 +30,20 @@ ACCELERATOR_PEAKS = (
 )
 
 
-def step_flops(train_step: Callable, state: Any, batches: Any, global_batch: int
-               ) -> float | None:
+def step_flops(train_step: Callable, state: Any, batches: Any, global_batch: int,
+               traced: Any = None) -> float | None:
   """XLA's FLOP count of one `train_step` on a global batch shaped as `batches` (this
-  process's [steps, rows, ...]) but with `global_batch` rows; None if XLA gives none."""
+  process's [steps, rows, ...]) but with `global_batch` rows; None if XLA gives none.
+  `traced`: that step already traced on a global batch (the train loop's chunk keeps its
+  own, `run.traced()`): only lowered then, not traced again."""
   def spec(a):
     return jax.ShapeDtypeStruct(a.shape, a.dtype)
 
   def one_batch(a):
     return jax.ShapeDtypeStruct((global_batch,) + tuple(a.shape[2:]), a.dtype)
   try:
-    lowered = jax.jit(train_step).lower(jax.tree.map(spec, state),
-                                        jax.tree.map(one_batch, batches))
+    lowered = traced.lower() if traced is not None else jax.jit(train_step).lower(
+        jax.tree.map(spec, state), jax.tree.map(one_batch, batches))
     cost = lowered.cost_analysis()
   except Exception:   # noqa: BLE001 - a count is a nicety; training goes on without it
     return None

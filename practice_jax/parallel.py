@@ -134,15 +134,22 @@ class DataParallel:
     mode the input state is donated.
     """
     unroll = unroll and self.on_cpu
+    # Jitted once so that Python traces the step once: jit's trace cache serves the
+    # metrics' structure, the scan's body (or every unrolled step) and the FLOP count
+    # (`run.traced`, lowered on demand); each was a whole trace of the model before
+    # (~0.5 s apiece for the char GPT, more for every unrolled step).
+    step = jax.jit(train_step)
+    traced = {}
 
     def chunk(state, batches, num_steps):
       def body(carry, batch):
         state, sums = carry
-        state, metrics = train_step(state, batch)
+        state, metrics = step(state, batch)
         return (state, jax.tree.map(jnp.add, sums, metrics)), None
 
       first = jax.tree.map(lambda a: a[0], batches)
-      zeros = _zeros_like(jax.eval_shape(train_step, state, first)[1])
+      traced["step"] = step.trace(state, first)
+      zeros = _zeros_like(traced["step"].out_info[1])
       if unroll:
         carry = (state, zeros)
         for i in range(num_steps):
@@ -188,6 +195,7 @@ class DataParallel:
 
     run.train_on = train_on
     run.unrolled = unroll      # what the loop's chunk_end needs to know
+    run.traced = lambda: traced.get("step")   # one train step as the chunk traced it
     run._cache_size = lambda: jitted["fn"]._cache_size() if jitted else 0
     return run
 

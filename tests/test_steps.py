@@ -116,6 +116,28 @@ def test_a_chunk_of_steps_on_the_sources_batches_equals_single_steps_in_the_epoc
   np.testing.assert_array_equal(second_epoch, train["label"][perm1[:8]])
 
 
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_a_chunk_traces_the_train_step_once_and_reuses_that_trace_for_the_flop_count(unroll):
+  from practice_jax import flops
+  task, _ = _task()
+  parallel = DataParallel()
+  task.source.bind(parallel)
+  traces = []
+
+  def counted(state, batch):
+    traces.append(1)
+    return task.train_step(state, batch)
+  chunk = parallel.compile_train_chunk(counted, batch_size=8, unroll=unroll)
+  state = parallel.replicate(task.init_state(PLAN))
+  batches = task.source.batches(0, 3, 8)
+  state, sums, _ = chunk(state, batches, 3)
+  assert float(sums["count"]) == 24
+  assert len(traces) == 1          # metrics' structure, scan body or 3 unrolled steps
+  counted_again = flops.step_flops(counted, state, batches, 8, chunk.traced())
+  assert len(traces) == 1
+  assert counted_again == flops.step_flops(task.train_step, state, batches, 8) > 0
+
 def test_evaluation_counts_every_example_once_and_ignores_the_padding():
   task, _ = _task(n_test=10)   # 10 examples, batches of 4: the last batch is padded
   state = task.init_state(PLAN)
