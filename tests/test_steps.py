@@ -116,7 +116,6 @@ def test_a_chunk_of_steps_on_the_sources_batches_equals_single_steps_in_the_epoc
   np.testing.assert_array_equal(second_epoch, train["label"][perm1[:8]])
 
 
-
 @pytest.mark.parametrize("unroll", [False, True])
 def test_a_chunk_traces_the_train_step_once_and_reuses_that_trace_for_the_flop_count(unroll):
   from practice_jax import flops
@@ -137,6 +136,7 @@ def test_a_chunk_traces_the_train_step_once_and_reuses_that_trace_for_the_flop_c
   counted_again = flops.step_flops(counted, state, batches, 8, chunk.traced())
   assert len(traces) == 1
   assert counted_again == flops.step_flops(task.train_step, state, batches, 8) > 0
+
 
 def test_evaluation_counts_every_example_once_and_ignores_the_padding():
   task, _ = _task(n_test=10)   # 10 examples, batches of 4: the last batch is padded
