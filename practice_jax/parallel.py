@@ -177,6 +177,7 @@ class DataParallel:
         state, sums, finite = compiled[num_steps](state, split(batches))
         return self.put_state(state), sums, finite
       run.unrolled = unroll
+      run.traced = lambda: None    # traced per device: the FLOP count traces the global step
       return run
 
     jitted = {}

@@ -340,9 +340,8 @@ def _train(exp: Experiment, workdir: str, stop: StopSignals, started: str,
     progress.update(new_step, chunk)
     if count_flops:   # once, after the first chunk's line (rates start from the second)
       count_flops = False
-      traced = getattr(train_chunk, "traced", lambda: None)()
       progress.flops_per_step = flops.step_flops(task.train_step, state, batches,
-                                                 config.batch_size, traced)
+                                                 config.batch_size, train_chunk.traced())
       peak, peak_source = flops.device_peak(config.get("peak_flops", 0.0))
       progress.peak_flops = peak and peak * parallel.num_devices
       progress.message(flops.describe(progress.flops_per_step, peak, peak_source,
