@@ -7,7 +7,8 @@ side by side in one run.
                              [--matmul_dtype config]
 
 Steps/s: practice_jax runs configs/shakespeare_gpt_cpu.py / configs/shakespeare_lstm.py's
-model, optimizer and batch through the loop's compiled chunk (parallel.compile_train_chunk,
+model, optimizer and batch (for the GPT with AdamW, nanoGPT's optimizer, whatever the
+config trains with) through the loop's compiled chunk (parallel.compile_train_chunk,
 `steps_per_dispatch` steps per call, batches gathered on the device as the loop does);
 PyTorch runs in a worker process of `--torch_python` (torch stays out of the project's
 venv), nanoGPT's step (batch drawn, forward, backward, clipping, AdamW). After a warm-up
@@ -39,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DATA = "/work/shared/data/tiny_shakespeare/input.txt"
 CONFIGS = {"gpt": "shakespeare_gpt_cpu", "lstm": "shakespeare_lstm"}
+STEP_OPTIMIZER = {"gpt": "adamw"}
 
 
 def _load(path: str, name: str):
@@ -48,9 +50,11 @@ def _load(path: str, name: str):
   return module
 
 
-def practice_jax_runner(model: str, data: str = DATA, **overrides):
+def practice_jax_runner(model: str, data: str = DATA, optimizer: str | None = None,
+                        **overrides):
   """run(steps) -> seconds for `steps` train steps of the config's model, in chunks of
-  its steps_per_dispatch (the last one shorter)."""
+  its steps_per_dispatch (the last one shorter); `optimizer` replaces the config's
+  optimizer.name, `overrides` set config.model keys."""
   import jax
 
   from practice_jax import optim
@@ -61,6 +65,8 @@ def practice_jax_runner(model: str, data: str = DATA, **overrides):
   config = _load(os.path.join(REPO, "configs", f"{CONFIGS[model]}.py"), model).get_config()
   for key, value in overrides.items():
     config.model[key] = value
+  if optimizer:
+    config.optimizer.name = optimizer
   with open(data, encoding="utf-8") as f:
     text = f.read()
   vocab = Vocabulary.from_text(text)
@@ -115,7 +121,10 @@ class TorchWorker:
 
 def step_speed(model: str, args) -> dict:
   start = time.perf_counter()
-  ours = practice_jax_runner(model, args.data, **_dtypes(args))
+  # nanoGPT's optimizer for the GPT's step, whatever the config trains with (Muon): the
+  # same work on both sides.
+  ours = practice_jax_runner(model, args.data, optimizer=STEP_OPTIMIZER.get(model),
+                             **_dtypes(args))
   # Warm-up: compiles every chunk length used below.
   ours(args.steps)
   setup = time.perf_counter() - start

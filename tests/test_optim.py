@@ -33,7 +33,7 @@ PARAMS = {"Dense_0": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.full((2,), 2.
     ("sgd", {"momentum": 0.0}), ("sgd", {"momentum": 0.9}),
     ("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {}),
     ("adamw", {"weight_decay": 0.1}), ("rmsprop", {"momentum": 0.0}),
-    ("rmsprop", {"momentum": 0.9}),
+    ("rmsprop", {"momentum": 0.9}), ("muon", {"weight_decay": 0.1}),
 ])
 def test_every_optimizer_descends_a_quadratic(name, extra):
   tx = _constant_tx(_opt_config(name=name, **extra), 0.05)
@@ -150,3 +150,97 @@ def test_frozen_layers_keep_their_batch_norm_statistics():
   chex.assert_trees_all_equal(kept["batch_stats"]["BatchNorm_0"], old["batch_stats"]["BatchNorm_0"])
   chex.assert_trees_all_equal(kept["batch_stats"]["BatchNorm_1"], new["batch_stats"]["BatchNorm_1"])
   assert optim.keep_frozen(_opt_config(), old, new) is new
+
+
+MUON_PARAMS = {"Dense_0": {"kernel": jnp.full((6, 4), 0.5), "bias": jnp.zeros((4,))},
+               "Dense_1": {"kernel": jnp.full((4, 6), 0.5)},
+               "Dense_2": {"kernel": jnp.full((6, 4), -0.5)},
+               "Embed_0": {"embedding": jnp.ones((5, 4))},
+               "LayerNorm_0": {"scale": jnp.ones((4,))}}
+
+
+def _muon_grads(i=0):
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: jnp.sin(jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape)
+                              * (1.3 + len(str(path)) + i)), MUON_PARAMS)
+
+
+def test_muon_takes_the_dense_kernels_and_adam_the_rest():
+  labels = optim.muon_labels(r"kernel$")(
+      {**MUON_PARAMS, "Conv_0": {"kernel": jnp.ones((3, 3, 1, 4))}})
+  assert labels["Dense_0"] == {"kernel": "muon", "bias": "adam"}
+  assert labels["Dense_1"]["kernel"] == labels["Dense_2"]["kernel"] == "muon"
+  assert labels["Embed_0"]["embedding"] == labels["LayerNorm_0"]["scale"] == "adam"
+  assert labels["Conv_0"]["kernel"] == "adam"       # only matrices are orthogonalized
+
+
+def test_muons_first_update_is_optax_contribs_muon_and_adams():
+  """Step one of the kernels equals optax.contrib.muon's (Nesterov momentum, 5
+  Newton-Schulz steps in float32, RMS 0.2; later steps differ by optax's bias correction
+  of the momentum, which Jordan's Muon and this one leave out), and three steps of every
+  other parameter equal optax.adam's."""
+  tx = _constant_tx(_opt_config(name="muon", muon_dtype="float32"), 0.05)
+  labels = optim.muon_labels(r"kernel$")(MUON_PARAMS)
+  reference = optax.contrib.muon(
+      0.05, consistent_rms=0.2, muon_weight_dimension_numbers=lambda params: jax.tree.map(
+          lambda label: optax.contrib.MuonDimensionNumbers() if label == "muon" else None,
+          labels))
+  adam = optax.adam(0.05)
+  state, muon_state, adam_state = (t.init(MUON_PARAMS) for t in (tx, reference, adam))
+  for i in range(3):
+    ours, state = tx.update(_muon_grads(i), state, MUON_PARAMS)
+    by_adam, adam_state = adam.update(_muon_grads(i), adam_state, MUON_PARAMS)
+    for path, label in jax.tree_util.tree_leaves_with_path(labels):
+      if label == "adam":
+        chex.assert_trees_all_close(_at(ours, path), _at(by_adam, path), rtol=1e-5)
+    if i == 0:
+      by_muon, _ = reference.update(_muon_grads(), muon_state, MUON_PARAMS)
+      for path, label in jax.tree_util.tree_leaves_with_path(labels):
+        if label == "muon":
+          chex.assert_trees_all_close(_at(ours, path), _at(by_muon, path), rtol=1e-5,
+                                      atol=1e-6)
+
+
+def _at(tree, path):
+  for key in path:
+    tree = tree[key.key]
+  return tree
+
+
+def test_muon_orthogonalizes_each_matrix_alone_though_same_shapes_share_an_iteration():
+  """Dense_0 [6, 4] and the transposed-shape Dense_1 [4, 6] and Dense_2 share one
+  batched iteration: each result equals the matrix's own iteration, is close to
+  orthogonal (singular values ~0.7-1.2) and has RMS 0.2."""
+  updates = {"a": jax.random.normal(jax.random.key(0), (6, 4)),
+             "b": jax.random.normal(jax.random.key(1), (4, 6)),
+             "c": jax.random.normal(jax.random.key(2), (6, 4))}
+  together, _ = optim.orthogonalized(5, jnp.float32).update(updates, optax.EmptyState())
+  for name, u in updates.items():
+    alone, _ = optim.orthogonalized(5, jnp.float32).update({name: u}, optax.EmptyState())
+    chex.assert_trees_all_close(together[name], alone[name], rtol=1e-5, atol=1e-6)
+    o = together[name]
+    assert float(jnp.sqrt(jnp.mean(o ** 2))) == pytest.approx(0.2, rel=0.15)
+    singular = jnp.linalg.svd(o / (0.2 * 6 ** 0.5), compute_uv=False)
+    assert float(singular.min()) > 0.6 and float(singular.max()) < 1.25, singular
+
+
+def test_muon_in_bfloat16_stays_close_to_float32():
+  u = {"k": jax.random.normal(jax.random.key(3), (32, 96))}
+  f32, _ = optim.orthogonalized(5, jnp.float32).update(u, optax.EmptyState())
+  bf16, _ = optim.orthogonalized(5, jnp.bfloat16).update(u, optax.EmptyState())
+  assert bf16["k"].dtype == jnp.float32
+  error = jnp.linalg.norm(bf16["k"] - f32["k"]) / jnp.linalg.norm(f32["k"])
+  # ~3% here (bfloat16 keeps ~3 significant digits over 15 matmuls): far inside the
+  # iteration's own spread of singular values (0.7-1.2), as in Jordan's bfloat16 Muon.
+  assert float(error) < 0.06, float(error)
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("muon_ns_steps", 0, "muon_ns_steps=0 must be a whole number >= 1"),
+    ("muon_momentum", 1.0, "muon_momentum=1.0 must be in [0, 1)"),
+    ("muon_dtype", "fp8", "muon_dtype='fp8' must be one of"),
+    ("muon_params", "(kernel", "muon_params='(kernel' is not a valid regular expression"),
+])
+def test_muons_settings_are_checked_in_one_sentence(key, value, words):
+  problem = optim.check(_opt_config(name="muon", **{key: value}), base_config().schedule)
+  assert problem and words in problem, problem
