@@ -238,6 +238,9 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   # gradients in float32.
   assert dots.count(("bf16", "bf16", "f32")) == 15, dots
   assert dots.count(("f32", "f32", "f32")) == 6, dots
+  # Each kernel gradient's transposed input is written out behind a barrier (so that
+  # XLA:CPU runs that matmul in bfloat16 rather than converting it for Eigen).
+  assert hlo.count("stablehlo.optimization_barrier") == 5, hlo
   assert "config.model.matmul_dtype" in models.check(_with(matmul_dtype="float16"))
 
 

@@ -88,7 +88,15 @@ def _bfloat16_matmul_bwd(residuals, g):
   xb, kb = residuals
   gb = g.astype(jnp.bfloat16)
   dx = _bf16_dot(gb, kb.T)
-  dk = _bf16_dot(xb.reshape(-1, xb.shape[-1]).T, gb.reshape(-1, gb.shape[-1]))
+  # The kernel's gradient contracts over the rows of both operands (xᵀ g), a form
+  # XLA:CPU gives to Eigen, converting both to float32 first. The barrier keeps XLA from
+  # folding the transpose back into the matmul: xᵀ is written out once and the matmul
+  # runs in bfloat16 on YNNPACK (AMX). On the Intel Xeon machine kind: the char GPT's
+  # step 58.2 vs 55.3 steps/s (AdamW, medians of 7 alternating rounds); a [768, 128] x
+  # [128, 384] matmul with both gradients 2.8 vs 4.2 ms, [2500, 128] x [128, 512] 7.4 vs
+  # 7.8 ms; slower only for small heads ([128, 128] x [128, 10]: 0.08 vs 0.07 ms).
+  xt = jax.lax.optimization_barrier(xb.reshape(-1, xb.shape[-1]).T)
+  dk = _bf16_dot(xt, gb.reshape(-1, gb.shape[-1]))
   return dx, dk
 
 
