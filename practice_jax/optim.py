@@ -62,12 +62,13 @@ def optimizer_config() -> ml_collections.ConfigDict:
   c.b2 = 0.999                     # adam, adamw
   c.eps = 1e-8                     # adam, adamw, rmsprop
   c.rmsprop_decay = 0.9            # rmsprop
-  # muon (Jordan 2024; `muon` below): the Nesterov momentum of each 2-D parameter whose
-  # path matches muon_params (Dense kernels; not embeddings, norms, biases or conv
-  # kernels) replaced by its orthogonal factor (muon_ns_steps Newton-Schulz iterations,
-  # matmuls in muon_dtype: 'auto' = bfloat16 where models/precision.py's matmul_dtype
-  # 'auto' is) scaled to an RMS of 0.2 (Liu et al. 2025), so that one learning rate and
-  # weight decay serve it and the Adam (b1, b2, eps) that takes every other parameter.
+  # muon (Jordan 2024; `muon` below): the Nesterov momentum of each parameter of 2 or more
+  # dimensions whose path matches muon_params (Dense and conv kernels, a conv's as the
+  # matrix [fan in, out]; not embeddings, norms or biases) replaced by its orthogonal
+  # factor (muon_ns_steps Newton-Schulz iterations, matmuls in muon_dtype: 'auto' =
+  # bfloat16 where models/precision.py's matmul_dtype 'auto' is) scaled to an RMS of 0.2
+  # (Liu et al. 2025), so that one learning rate and weight decay serve it and the Adam
+  # (b1, b2, eps) that takes every other parameter.
   c.muon_momentum = 0.95
   c.muon_ns_steps = 5
   c.muon_params = r"kernel$"
@@ -285,11 +286,11 @@ def _scale_by(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
 
 
 def muon_labels(pattern: str):
-  """A labels function: 'muon' for 2-D parameters whose path matches `pattern`, else
-  'adam'."""
+  """A labels function: 'muon' for parameters of 2 or more dimensions whose path matches
+  `pattern`, else 'adam'."""
   def labels(params):
     return jax.tree_util.tree_map_with_path(
-        lambda path, p: "muon" if p.ndim == 2 and re.search(pattern, _path(path))
+        lambda path, p: "muon" if p.ndim >= 2 and re.search(pattern, _path(path))
         else "adam", params)
   return labels
 
@@ -307,6 +308,10 @@ def newton_schulz(x: jax.Array, steps: int, dtype) -> jax.Array:
   a, b, c = NEWTON_SCHULZ
   x = x.astype(jnp.float32)
   x = (x / (jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + 1e-7)).astype(dtype)
+  # Written out before the matmuls: XLA:CPU would otherwise fold a transposed (tall)
+  # matrix's transpose into them, and such a bfloat16 matmul goes to a kernel that
+  # cannot run it ("Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32").
+  x = jax.lax.optimization_barrier(x)
 
   def mm(spec, p, q):
     return jnp.einsum(spec, p.astype(dtype), q.astype(dtype),
@@ -322,22 +327,25 @@ def newton_schulz(x: jax.Array, steps: int, dtype) -> jax.Array:
 def orthogonalized(steps: int, dtype, rms: float = 0.2) -> optax.GradientTransformation:
   """Muon's direction: each matrix update replaced by its Newton-Schulz orthogonal
   factor, scaled to an RMS of `rms` (Liu et al. 2025: AdamW's typical update RMS, so
-  AdamW's learning rate and weight decay carry over). Matrices of the same shape (the
-  layers of a stack) go through one batched iteration: fewer, larger matmuls."""
+  AdamW's learning rate and weight decay carry over). A convolution's kernel [..., in,
+  out] is the matrix [fan in, out]. Matrices of the same shape (the layers of a stack) go
+  through one batched iteration: fewer, larger matmuls."""
   def update(updates, state, params=None):
     del params
     leaves, treedef = jax.tree.flatten(updates)
+    matrices = [u.reshape(-1, u.shape[-1]) for u in leaves]
     groups = {}
-    for i, u in enumerate(leaves):
-      wide = u.shape[0] <= u.shape[1]
-      groups.setdefault((u.shape if wide else u.shape[::-1], u.dtype), []).append((i, wide))
+    for i, m in enumerate(matrices):
+      wide = m.shape[0] <= m.shape[1]
+      groups.setdefault((m.shape if wide else m.shape[::-1], m.dtype), []).append((i, wide))
     out = list(leaves)
     for members in groups.values():
-      x = newton_schulz(jnp.stack([leaves[i] if wide else leaves[i].T
+      x = newton_schulz(jnp.stack([matrices[i] if wide else matrices[i].T
                                    for i, wide in members]), steps, dtype)
       for j, (i, wide) in enumerate(members):
         m = x[j] if wide else x[j].T
-        out[i] = (m * (rms * max(m.shape) ** 0.5)).astype(leaves[i].dtype)
+        m = m * (rms * max(m.shape) ** 0.5)
+        out[i] = m.reshape(leaves[i].shape).astype(leaves[i].dtype)
     return treedef.unflatten(out), state
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 

@@ -171,7 +171,7 @@ def test_muon_takes_the_dense_kernels_and_adam_the_rest():
   assert labels["Dense_0"] == {"kernel": "muon", "bias": "adam"}
   assert labels["Dense_1"]["kernel"] == labels["Dense_2"]["kernel"] == "muon"
   assert labels["Embed_0"]["embedding"] == labels["LayerNorm_0"]["scale"] == "adam"
-  assert labels["Conv_0"]["kernel"] == "adam"       # only matrices are orthogonalized
+  assert labels["Conv_0"]["kernel"] == "muon"       # as the matrix [3 * 3 * 1, 4]
 
 
 def test_muons_first_update_is_optax_contribs_muon_and_adams():
@@ -224,11 +224,27 @@ def test_muon_orthogonalizes_each_matrix_alone_though_same_shapes_share_an_itera
     assert float(singular.min()) > 0.6 and float(singular.max()) < 1.25, singular
 
 
+def test_muon_treats_a_conv_kernel_as_the_matrix_fan_in_by_out():
+  u = {"kernel": jax.random.normal(jax.random.key(4), (3, 3, 2, 8))}
+  conv, _ = optim.orthogonalized(5, jnp.float32).update(u, optax.EmptyState())
+  dense, _ = optim.orthogonalized(5, jnp.float32).update(
+      {"kernel": u["kernel"].reshape(18, 8)}, optax.EmptyState())
+  assert conv["kernel"].shape == (3, 3, 2, 8)
+  chex.assert_trees_all_close(conv["kernel"].reshape(18, 8), dense["kernel"], rtol=1e-6)
+
+
 def test_muon_in_bfloat16_stays_close_to_float32():
-  u = {"k": jax.random.normal(jax.random.key(3), (32, 96))}
-  f32, _ = optim.orthogonalized(5, jnp.float32).update(u, optax.EmptyState())
-  bf16, _ = optim.orthogonalized(5, jnp.bfloat16).update(u, optax.EmptyState())
-  assert bf16["k"].dtype == jnp.float32
+  """Compiled, as in a train step: a tall matrix alone in its group (its transpose not
+  written out) once made XLA:CPU fail at run time ("Unsupported element type for
+  DotThunk::Execute: BF16 x BF16 = F32")."""
+  u = {"k": jax.random.normal(jax.random.key(3), (32, 96)),
+       "tall": jax.random.normal(jax.random.key(5), (3, 3, 32, 64))}
+  run = lambda dtype: jax.jit(  # noqa: E731
+      lambda u: optim.orthogonalized(5, dtype).update(u, optax.EmptyState())[0])(u)
+  f32, bf16 = run(jnp.float32), run(jnp.bfloat16)
+  assert bf16["k"].dtype == bf16["tall"].dtype == jnp.float32
+  error = jnp.linalg.norm(bf16["tall"] - f32["tall"]) / jnp.linalg.norm(f32["tall"])
+  assert float(error) < 0.06, float(error)
   error = jnp.linalg.norm(bf16["k"] - f32["k"]) / jnp.linalg.norm(f32["k"])
   # ~3% here (bfloat16 keeps ~3 significant digits over 15 matmuls): far inside the
   # iteration's own spread of singular values (0.7-1.2), as in Jordan's bfloat16 Muon.
