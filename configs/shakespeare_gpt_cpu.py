@@ -13,11 +13,11 @@ Prepare the data offline first if needed (FOLDER holds input.txt):
 Result, on the 2-core Intel Xeon machine kind (jax 0.10.2, 2026-12-03): validation loss
 1.8724 after 500 steps (test 1.9079); seeds 1-4: 1.8458, 1.8674, 1.8607, 1.8591 (test
 1.9082, 1.9207, 1.8976, 1.8968). AdamW over the same 500 steps and schedule: 2.1341 at lr
-4e-3, 2.3495 at 1e-2. From process start to validation loss <= 1.88: 21.9 s (median of
-21.95, 21.65, 22.04 s), while nanoGPT's loop in PyTorch (torch 2.13.0, float32) took
-50.1 s (49.3, 50.1, 50.9 s) for its 2000 iterations and never reached 1.88 (1.9047):
-0.44 of its wall time (0.44, 0.43, 0.43 per alternating pair, 01:21-01:26 UTC, load
-average 1.6-2.0). Reproduce:
+4e-3, 2.3495 at 1e-2. From process start to validation loss <= 1.88: 21.4 s (median of
+21.66, 21.41, 21.13 s), while nanoGPT's loop in PyTorch (torch 2.13.0, float32) took
+50.5 s (50.6, 50.5, 50.0 s) for its 2000 iterations and never reached 1.88 (1.9047):
+0.42 of its wall time (0.43, 0.42, 0.42 per alternating pair, 01:38-01:42 UTC, load
+average 1.4-1.9). Reproduce:
 `python bench/lm_speed.py --models gpt --steps 50 --repeats 5 --target_repeats 3
 --torch_python=PYTHON_WITH_TORCH` (or `python bench/time_to_target.py --config
 configs/shakespeare_gpt_cpu.py --metric loss --target 1.88 --repeats 3` for this side
