@@ -1,7 +1,7 @@
 """Run by tests/test_parallel.py in a subprocess with 8 simulated CPU devices: trains the
 same 8 steps on 1 device and on all 8 in each parallel layout (jit over a data mesh, pmap,
 jit over a data x fsdp mesh), for an image classifier (batch norm, dropout, augmentation)
-and a character GPT (dropout), and prints, per task and layout, the largest difference
+and a character GPT (dropout; with AdamW and with Muon), and prints, per task and layout, the largest difference
 from the single-device run. XLA_FLAGS must be set before jax is imported, hence a
 subprocess."""
 
@@ -56,6 +56,14 @@ def language_model(parallel, mode):
   return config, source, LanguageModelTask
 
 
+def language_model_muon(parallel, mode):
+  """The GPT trained with Muon: its same-shape matrices stacked into one iteration,
+  sharded over the fsdp axis in that layout."""
+  config, source, task_class = language_model(parallel, mode)
+  config.optimizer.name = "muon"
+  return config, source, task_class
+
+
 def run(make, name, layout):
   parallel = DataParallel(jax.devices()[:layout["n"]], mode=layout["mode"],
                           mesh=layout["mesh"], fsdp_min_size=64)
@@ -84,7 +92,8 @@ def main() -> None:
     return max([float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)] + [0.0])
   out = {}
-  for kind, make in (("classification", classifier), ("language_model", language_model)):
+  for kind, make in (("classification", classifier), ("language_model", language_model),
+                     ("language_model_muon", language_model_muon)):
     results = {name: run(make, name, layout) for name, layout in LAYOUTS.items()}
     (s1, m1, e1), _ = results["one_device"]
     out[kind] = {name: {"params": diff(s1.params, s.params),
