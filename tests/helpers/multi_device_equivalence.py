@@ -1,9 +1,9 @@
 """Run by tests/test_parallel.py in a subprocess with 8 simulated CPU devices: trains the
 same 8 steps on 1 device and on all 8 in each parallel layout (jit over a data mesh, pmap,
 jit over a data x fsdp mesh), for an image classifier (batch norm, dropout, augmentation)
-and a character GPT (dropout; with AdamW and with Muon), and prints, per task and layout, the largest difference
-from the single-device run. XLA_FLAGS must be set before jax is imported, hence a
-subprocess."""
+and a character GPT (dropout; with AdamW and with Muon), and prints, per task and layout,
+the largest difference from the single-device run. XLA_FLAGS must be set before jax is
+imported, hence a subprocess."""
 
 import json
 import sys
