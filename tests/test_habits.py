@@ -5,8 +5,10 @@ cannot do."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 
 import chex
 import jax
@@ -210,7 +212,6 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   """matmul_dtype='bfloat16': each nn.Dense matmul (and a tied head's), forward and both
   gradients, is a bfloat16 x bfloat16 -> float32 dot; attention's einsums, parameters,
   gradients and outputs stay float32, close to the float32 model's."""
-  import re
   kwargs = {"block_size": 8, "num_layers": 1, "embed_dim": 16, "num_heads": 2}
   x = jnp.arange(16).reshape(2, 8) % 10
   full = models.build("gpt", 10, **kwargs)
@@ -238,9 +239,15 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   # gradients in float32.
   assert dots.count(("bf16", "bf16", "f32")) == 15, dots
   assert dots.count(("f32", "f32", "f32")) == 6, dots
-  # Each kernel gradient's transposed input is written out behind a barrier (so that
-  # XLA:CPU runs that matmul in bfloat16 rather than converting it for Eigen).
-  assert hlo.count("stablehlo.optimization_barrier") == 5, hlo
+  # Each kernel gradient's transposed input and its product go through a barrier, so
+  # that XLA:CPU keeps that matmul in bfloat16 (precision.py). Compiled, the kernel
+  # gradients run as the forward matmuls do: all 15 in bfloat16 where XLA:CPU runs
+  # bfloat16 matmuls, none where it converts them all to float32; before the barriers,
+  # the 5 kernel gradients alone were converted (10 of 15).
+  assert hlo.count("stablehlo.optimization_barrier") == 10, hlo
+  compiled = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(
+      variables["params"]).compile().as_text()
+  assert _compiled_dot_dtypes(compiled)[("bf16", "bf16", "f32")] in (0, 15), compiled
   assert "config.model.matmul_dtype" in models.check(_with(matmul_dtype="float16"))
 
 
@@ -329,3 +336,15 @@ def test_the_flops_of_a_step_are_xla_s_count_at_the_global_batch():
   assert flops.device_peak(5e12) == (5e12, "config.peak_flops")
   if jax.default_backend() == "cpu":
     assert flops.device_peak()[0] is None
+
+
+def _compiled_dot_dtypes(hlo: str) -> collections.Counter:
+  """(lhs, rhs, result) element types of every dot in compiled HLO text."""
+  types = {m.group(1): m.group(2) for m in re.finditer(r"%([\w.\-]+) = (\w+)\[", hlo)}
+  for signature in re.findall(r"\(([^()]*)\) -> ", hlo):
+    types.update(re.findall(r"([\w.\-]+): (\w+)\[", signature))
+  return collections.Counter(
+      (types.get(lhs), types.get(rhs), out)
+      for out, lhs, rhs in re.findall(r"= (\w+)\[[\d,]*\]\S* dot\(%([\w.\-]+), %([\w.\-]+)\)",
+                                      hlo))
+

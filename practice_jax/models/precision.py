@@ -88,17 +88,20 @@ def _bfloat16_matmul_bwd(residuals, g):
   xb, kb = residuals
   gb = g.astype(jnp.bfloat16)
   dx = _bf16_dot(gb, kb.T)
-  # The kernel's gradient contracts over the rows of both operands (xᵀ g), a form
-  # XLA:CPU gives to Eigen, converting both to float32 first. The barrier keeps XLA from
-  # folding the transpose back into the matmul: xᵀ is written out once and the matmul
-  # runs in bfloat16 on YNNPACK (AMX). On the Intel Xeon machine kind: the char GPT's
-  # step 58.2 vs 55.3 steps/s (AdamW, medians of 7 alternating rounds); a [768, 128] x
-  # [128, 384] matmul with both gradients 2.8 vs 4.2 ms, [2500, 128] x [128, 512] 7.4 vs
-  # 7.8 ms; slower for some shapes ([128, 128] x [128, 10]: 0.08 vs 0.07 ms, [64, 784] x
-  # [784, 512]: 1.23 vs 1.10 ms); the char GPT's whole step is faster, as above.
-  xt = jax.lax.optimization_barrier(xb.reshape(-1, xb.shape[-1]).T)
-  dk = _bf16_dot(xt, gb.reshape(-1, gb.shape[-1]))
-  return dx, dk
+  # The kernel's gradient xᵀ g contracts over the rows of both operands. XLA:CPU keeps a
+  # transpose as a column-major view, and a bfloat16 matmul with a column-major operand
+  # is converted to float32 (both operands, and g's rounding to bfloat16 dropped) before
+  # XLA decides where it runs. So xᵀ is written out row-major: flattened (which needs
+  # the data moved) behind a barrier that keeps XLA from folding it back, then viewed as
+  # [features, rows]; and the product goes through a barrier too, or XLA folds a later
+  # transpose of it (the tied head's [vocab, width]) into the matmul, which then lands
+  # on a kernel that cannot run bfloat16 ("Unsupported element type for
+  # DotThunk::Execute"). On the Intel Xeon machine kind (AMX) the char GPT's step ran
+  # 67.3 vs 57.8 steps/s with it (AdamW, medians of 7 alternating rounds in one process).
+  features = xb.shape[-1]
+  xt = jax.lax.optimization_barrier(xb.reshape(-1, features).T.reshape(-1))
+  dk = _bf16_dot(xt.reshape(features, -1), gb.reshape(-1, gb.shape[-1]))
+  return dx, jax.lax.optimization_barrier(dk)
 
 
 bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
