@@ -251,6 +251,34 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   assert "config.model.matmul_dtype" in models.check(_with(matmul_dtype="float16"))
 
 
+def test_the_fused_lstm_takes_bfloat16_matmuls_outside_its_time_loops():
+  """matmul_dtype='bfloat16' with models/rnn.py's fused LSTM: each layer's input
+  projection, input gradient and both kernel gradients are bfloat16 x bfloat16 ->
+  float32 dots (and the output layer's three), the recurrent matmul of every step stays
+  float32; outputs and gradients float32 and close to the float32 model's."""
+  tokens = jax.random.randint(jax.random.key(0), (4, 7), 0, 11)
+  kwargs = {"hidden": 8, "num_layers": 2, "embed_dim": 6, "impl": "fused"}
+  full = models.build("rnn_lm", 11, **kwargs)
+  mixed = models.build("rnn_lm", 11, matmul_dtype="bfloat16", **kwargs)
+  variables = full.init(jax.random.key(1), tokens)
+
+  def loss(model, params):
+    return (model.apply(params, tokens, train=True) ** 2).mean()
+  out = mixed.apply(variables, tokens)
+  assert out.dtype == jnp.float32 and not np.array_equal(out, full.apply(variables, tokens))
+  np.testing.assert_allclose(out, full.apply(variables, tokens), atol=0.05, rtol=0.05)
+  got, want = (jax.grad(lambda p, m=m: loss(m, p))(variables) for m in (mixed, full))
+  assert {a.dtype for a in jax.tree.leaves(got)} == {jnp.dtype(jnp.float32)}
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, atol=0.02 * float(jnp.abs(b).max()) + 1e-6)
+  step = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(variables)
+  dots = collections.Counter(re.findall(
+      r"stablehlo.dot_general.*?: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\) "
+      r"-> tensor<[^>]*x(\w+)>", step.as_text()))
+  assert dots == {("bf16", "bf16", "f32"): 11, ("f32", "f32", "f32"): 4}, dots
+  assert _compiled_dot_dtypes(step.compile().as_text())[("bf16", "bf16", "f32")] in (0, 11)
+
+
 def test_auto_matmul_dtype_is_bfloat16_only_on_cpus_with_bfloat16_matrix_units(monkeypatch):
   """matmul_dtype='auto': the bfloat16 policy where /proc/cpuinfo lists amx_bf16, and the
   plain float32 model elsewhere (AVX-512 alone, an unknown CPU), under pytest and with

@@ -44,6 +44,7 @@ itself, so nothing changes for a run that does not ask for it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 from typing import Any
 
@@ -75,36 +76,52 @@ def bfloat16_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _bfloat16_matmul_fwd(x, kernel)[0]
 
 
-def _bf16_dot(x, kernel):
-  return jnp.matmul(x, kernel, preferred_element_type=jnp.float32)
+def bfloat16_dot(a: jax.Array, b: jax.Array) -> jax.Array:
+  """a @ b with bfloat16 inputs, accumulated in float32 (float32 out)."""
+  return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                    preferred_element_type=jnp.float32)
+
+
+def bfloat16_gram(x: jax.Array, g: jax.Array) -> jax.Array:
+  """xᵀ g for x [..., k] and g [..., n] (all leading axes contracted: a kernel's
+  gradient) as a bfloat16 matmul accumulated in float32.
+
+  XLA:CPU keeps a transpose as a column-major view, and a bfloat16 matmul with a
+  column-major operand is converted to float32 (both operands, and g's rounding to
+  bfloat16 dropped) before XLA decides where it runs. So xᵀ is written out row-major:
+  flattened (which needs the data moved) behind a barrier that keeps XLA from folding it
+  back, then viewed as [k, rows]; and the product goes through a barrier too, or XLA
+  folds a later transpose of it (a tied head's [vocab, width]) into the matmul, which
+  then lands on a kernel that cannot run bfloat16 ("Unsupported element type for
+  DotThunk::Execute"). On the Intel Xeon machine kind (AMX) the char GPT's step ran
+  67.3 vs 57.8 steps/s with it (AdamW, medians of 7 alternating rounds in one process)."""
+  k = x.shape[-1]
+  xt = jax.lax.optimization_barrier(x.astype(jnp.bfloat16).reshape(-1, k).T.reshape(-1))
+  return jax.lax.optimization_barrier(
+      bfloat16_dot(xt.reshape(k, -1), g.reshape(-1, g.shape[-1])))
 
 
 def _bfloat16_matmul_fwd(x, kernel):
   xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
-  return _bf16_dot(xb, kb), (xb, kb)
+  return bfloat16_dot(xb, kb), (xb, kb)
 
 
 def _bfloat16_matmul_bwd(residuals, g):
   xb, kb = residuals
   gb = g.astype(jnp.bfloat16)
-  dx = _bf16_dot(gb, kb.T)
-  # The kernel's gradient xᵀ g contracts over the rows of both operands. XLA:CPU keeps a
-  # transpose as a column-major view, and a bfloat16 matmul with a column-major operand
-  # is converted to float32 (both operands, and g's rounding to bfloat16 dropped) before
-  # XLA decides where it runs. So xᵀ is written out row-major: flattened (which needs
-  # the data moved) behind a barrier that keeps XLA from folding it back, then viewed as
-  # [features, rows]; and the product goes through a barrier too, or XLA folds a later
-  # transpose of it (the tied head's [vocab, width]) into the matmul, which then lands
-  # on a kernel that cannot run bfloat16 ("Unsupported element type for
-  # DotThunk::Execute"). On the Intel Xeon machine kind (AMX) the char GPT's step ran
-  # 67.3 vs 57.8 steps/s with it (AdamW, medians of 7 alternating rounds in one process).
-  features = xb.shape[-1]
-  xt = jax.lax.optimization_barrier(xb.reshape(-1, features).T.reshape(-1))
-  dk = _bf16_dot(xt.reshape(features, -1), gb.reshape(-1, gb.shape[-1]))
-  return dx, jax.lax.optimization_barrier(dk)
+  return bfloat16_dot(gb, kb.T), bfloat16_gram(xb, gb)
 
 
 bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
+
+
+_BFLOAT16_MATMULS = contextvars.ContextVar("bfloat16_matmuls", default=False)
+
+
+def bfloat16_matmuls() -> bool:
+  """Whether the model being traced runs its matmuls in bfloat16 (matmul_dtype, module
+  docstring): for layers that do their own matmuls (models/rnn.py's fused LSTM)."""
+  return _BFLOAT16_MATMULS.get()
 
 
 def resolve_matmul_dtype(matmul_dtype: str) -> str:
@@ -174,9 +191,14 @@ class MixedPrecision:
     if "params" in variables:
       variables["params"] = cast_floating(variables["params"], self.dtype)
     args = cast_floating(args, self.dtype)
-    with (nn.intercept_methods(_dense_in_bfloat16) if self.matmul_dtype == "bfloat16"
-          else contextlib.nullcontext()):
-      out = self.module.apply(variables, *args, **kwargs)
+    bfloat16 = self.matmul_dtype == "bfloat16"
+    token = _BFLOAT16_MATMULS.set(bfloat16)
+    try:
+      with (nn.intercept_methods(_dense_in_bfloat16) if bfloat16
+            else contextlib.nullcontext()):
+        out = self.module.apply(variables, *args, **kwargs)
+    finally:
+      _BFLOAT16_MATMULS.reset(token)
     return cast_floating(out, jnp.float32)
 
 

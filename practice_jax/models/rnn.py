@@ -19,11 +19,14 @@ loop's compiled chunk, one process, 5 alternating rounds): scan 25.6 steps/s, fu
 with the batch in 2 independent slices (``config.model.batch_groups=2``, groups.py) 35.9.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from practice_jax.models import precision
 from practice_jax.models.layers import Dropout
 from practice_jax.models.settings import fraction, one_of, positive
 
@@ -49,19 +52,20 @@ class RNNLanguageModel(nn.Module):
     for _ in range(self.num_layers):
       cell = CELLS[self.cell](self.hidden)
       if self.impl == "fused" and self.cell == "lstm" and not self.is_initializing():
-        x = fused_lstm(cell.variables["params"], x)
+        x = fused_lstm(cell.variables["params"], x, precision.bfloat16_matmuls())
       else:
         x = nn.RNN(cell)(x)
       x = Dropout(self.dropout, not train)(x)
     return nn.Dense(self.num_classes)(x)
 
 
-def fused_lstm(params: dict, x: jnp.ndarray) -> jnp.ndarray:
+def fused_lstm(params: dict, x: jnp.ndarray, bfloat16: bool = False) -> jnp.ndarray:
   """nn.RNN(nn.OptimizedLSTMCell) with the cell's `params` on x [batch, time, features],
   through `lstm_sequence`."""
   def stack(prefix, name):
     return jnp.concatenate([params[prefix + gate][name] for gate in "ifgo"], axis=-1)
-  return lstm_sequence(stack("i", "kernel"), stack("h", "kernel"), stack("h", "bias"), x)
+  return lstm_sequence(stack("i", "kernel"), stack("h", "kernel"), stack("h", "bias"), x,
+                       bfloat16)
 
 
 def _gates(z: jnp.ndarray):
@@ -69,9 +73,10 @@ def _gates(z: jnp.ndarray):
   return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
-def _lstm_forward(wi, wh, b, x):
+def _lstm_forward(wi, wh, b, x, bfloat16):
   """The forward loop; per time step [time, batch, hidden] arrays of i, f, g, o, c, h."""
-  xz = jnp.swapaxes(x, 0, 1) @ wi + b              # every step's input projection at once
+  matmul = precision.bfloat16_dot if bfloat16 else jnp.matmul
+  xz = matmul(jnp.swapaxes(x, 0, 1), wi) + b       # every step's input projection at once
 
   def step(carry, z):
     c, h = carry
@@ -83,22 +88,25 @@ def _lstm_forward(wi, wh, b, x):
   return lax.scan(step, (zeros, zeros), xz)[1]
 
 
-@jax.custom_vjp
-def lstm_sequence(wi: jnp.ndarray, wh: jnp.ndarray, b: jnp.ndarray, x: jnp.ndarray
-                  ) -> jnp.ndarray:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm_sequence(wi: jnp.ndarray, wh: jnp.ndarray, b: jnp.ndarray, x: jnp.ndarray,
+                  bfloat16: bool = False) -> jnp.ndarray:
   """The outputs h [batch, time, hidden] of an LSTM (gates i, f, g, o; Flax's
   OptimizedLSTMCell, zero initial state) with input kernels wi [features, 4 hidden],
   recurrent kernels wh [hidden, 4 hidden] and bias b [4 hidden], on x [batch, time,
-  features]; its backward pass is written out (module docstring)."""
-  return jnp.swapaxes(_lstm_forward(wi, wh, b, x)[-1], 0, 1)
+  features]; its backward pass is written out (module docstring). With `bfloat16`, the
+  matmuls outside the time loops (the input projection, the input gradient and both
+  kernel gradients) take bfloat16 inputs and accumulate in float32; the recurrent matmul
+  of each step stays float32."""
+  return jnp.swapaxes(_lstm_forward(wi, wh, b, x, bfloat16)[-1], 0, 1)
 
 
-def _lstm_sequence_fwd(wi, wh, b, x):
-  saved = _lstm_forward(wi, wh, b, x)
+def _lstm_sequence_fwd(wi, wh, b, x, bfloat16):
+  saved = _lstm_forward(wi, wh, b, x, bfloat16)
   return jnp.swapaxes(saved[-1], 0, 1), (wi, wh, x, saved)
 
 
-def _lstm_sequence_bwd(residuals, dh_out):
+def _lstm_sequence_bwd(bfloat16, residuals, dh_out):
   wi, wh, x, (i, f, g, o, c, h) = residuals
   steps, batch, hidden = h.shape
   tanh_c = jnp.tanh(c)
@@ -124,7 +132,12 @@ def _lstm_sequence_bwd(residuals, dh_out):
                    (jnp.swapaxes(dh_out, 0, 1), dc_from_dh, *factors, f), reverse=True)
   dz_flat = dz.reshape(steps * batch, 4 * hidden)
   x_flat = jnp.swapaxes(x, 0, 1).reshape(steps * batch, -1)
-  return (x_flat.T @ dz_flat, h_prev.reshape(steps * batch, hidden).T @ dz_flat,
+  h_flat = h_prev.reshape(steps * batch, hidden)
+  if bfloat16:
+    dzb = dz.astype(jnp.bfloat16)
+    return (precision.bfloat16_gram(x_flat, dzb), precision.bfloat16_gram(h_flat, dzb),
+            dz_flat.sum(axis=0), jnp.swapaxes(precision.bfloat16_dot(dzb, wi.T), 0, 1))
+  return (x_flat.T @ dz_flat, h_flat.T @ dz_flat,
           dz_flat.sum(axis=0), jnp.swapaxes(dz @ wi.T, 0, 1))
 
 
