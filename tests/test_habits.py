@@ -242,8 +242,8 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   # Each kernel gradient's transposed input and its product go through a barrier, so
   # that XLA:CPU keeps that matmul in bfloat16 (precision.py). Compiled, the kernel
   # gradients run as the forward matmuls do: all 15 in bfloat16 where XLA:CPU runs
-  # bfloat16 matmuls, none where it converts them all to float32; before the barriers,
-  # the 5 kernel gradients alone were converted (10 of 15).
+  # bfloat16 matmuls, none where it converts them all to float32 (with a barrier on the
+  # transposed view alone, the 5 kernel gradients were converted: 10 of 15).
   assert hlo.count("stablehlo.optimization_barrier") == 10, hlo
   compiled = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(
       variables["params"]).compile().as_text()

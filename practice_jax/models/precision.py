@@ -19,11 +19,11 @@ model's ``nn.Dense`` layers (MLPs, attention projections, heads; and a tied outp
 gradients: `bfloat16_matmul`), and those of layers that do their own matmuls and ask
 `bfloat16_matmuls()` (the fused LSTM's outside its time loops, models/rnn.py), while
 everything else (activations, normalisation, softmax, attention's einsums, convolutions,
-the LSTM's recurrent step) stays float32, like TF32 on NVIDIA GPUs. It pays on CPUs with bfloat16 matrix units
-(Intel AMX: ~2.5x per matmul for the GPT's shapes), where XLA:CPU's bfloat16 elementwise
-ops make ``dtype='bfloat16'`` slower than float32. Off by default: where bfloat16 is
-emulated (the AMD EPYC without AVX512_BF16, where ``dtype='bfloat16'`` ran at half speed)
-it is expected to cost instead (not measured there).
+the LSTM's recurrent step) stays float32, like TF32 on NVIDIA GPUs. It pays on CPUs with
+bfloat16 matrix units (Intel AMX: ~2.5x per matmul for the GPT's shapes), where XLA:CPU's
+bfloat16 elementwise ops make ``dtype='bfloat16'`` slower than float32. Off by default:
+where bfloat16 is emulated (the AMD EPYC without AVX512_BF16, where ``dtype='bfloat16'``
+ran at half speed) it is expected to cost instead (not measured there).
 
 ``matmul_dtype='auto'`` is bfloat16 on a CPU with bfloat16 matrix units (AMX-BF16 in
 /proc/cpuinfo's flags, where it was measured: the GPT's step 1.25-1.30x) and float32
