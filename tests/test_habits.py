@@ -265,6 +265,7 @@ def test_the_fused_lstm_takes_bfloat16_matmuls_outside_its_time_loops():
   def loss(model, params):
     return (model.apply(params, tokens, train=True) ** 2).mean()
   out = mixed.apply(variables, tokens)
+  assert not precision.bfloat16_matmuls()             # the policy ends with the call
   assert out.dtype == jnp.float32 and not np.array_equal(out, full.apply(variables, tokens))
   np.testing.assert_allclose(out, full.apply(variables, tokens), atol=0.05, rtol=0.05)
   got, want = (jax.grad(lambda p, m=m: loss(m, p))(variables) for m in (mixed, full))
