@@ -8,7 +8,10 @@ program side by side, so on a multi-core CPU small models whose per-operation wo
 small to split well over the cores go faster: on the 2-core Intel Xeon machine kind the
 char GPT's step (batch 12) ran 1.21x faster with 3 groups (47.4 vs 39.2 steps/s) and the
 char LSTM's 1.26x with 2 (35.9 vs 28.5), while the MNIST CNN (batch 128, convolutions
-that already use both cores) did not move (15.1 vs 14.8).
+that already use both cores) did not move (15.1 vs 14.8). Side by side only where XLA:CPU's
+buffer assignment leaves the slices' operations on separate buffers: its thunk executor
+orders operations that touch the same buffer, and independent time loops (the LSTM's) get
+the same temporaries, so they still run one after the other.
 
 Only the first argument is split. What runs whole: a batch that does not divide by k or
 whose size is symbolic (an export), a call with another argument that leads with the batch
