@@ -231,22 +231,21 @@ def test_bfloat16_matmuls_are_only_the_dense_layers_forward_and_gradients():
   for got, want in zip(jax.tree.leaves(grads),
                        jax.tree.leaves(jax.grad(lambda p: loss(full, p))(variables["params"]))):
     np.testing.assert_allclose(got, want, atol=0.02 * float(jnp.abs(want).max()) + 1e-6)
-  hlo = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(variables["params"]).as_text()
-  dots = re.findall(r"stablehlo.dot_general.*?: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\) "
-                    r"-> tensor<[^>]*x(\w+)>", hlo)
+  step = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(variables["params"])
+  hlo = step.as_text()
+  dots = _dot_dtypes(hlo)
   # Four Dense layers (qkv, proj, mlp in and out) and the tied head (wte.attend) x
   # (forward, input and kernel gradients) in bfloat16; attention's two einsums and their
   # gradients in float32.
-  assert dots.count(("bf16", "bf16", "f32")) == 15, dots
-  assert dots.count(("f32", "f32", "f32")) == 6, dots
+  assert dots[("bf16", "bf16", "f32")] == 15, dots
+  assert dots[("f32", "f32", "f32")] == 6, dots
   # Each kernel gradient's transposed input and its product go through a barrier, so
   # that XLA:CPU keeps that matmul in bfloat16 (precision.py). Compiled, the kernel
   # gradients run as the forward matmuls do: all 15 in bfloat16 where XLA:CPU runs
   # bfloat16 matmuls, none where it converts them all to float32 (with a barrier on the
   # transposed view alone, the 5 kernel gradients were converted: 10 of 15).
   assert hlo.count("stablehlo.optimization_barrier") == 10, hlo
-  compiled = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(
-      variables["params"]).compile().as_text()
+  compiled = step.compile().as_text()
   assert _compiled_dot_dtypes(compiled)[("bf16", "bf16", "f32")] in (0, 15), compiled
   assert "config.model.matmul_dtype" in models.check(_with(matmul_dtype="float16"))
 
@@ -264,18 +263,16 @@ def test_the_fused_lstm_takes_bfloat16_matmuls_outside_its_time_loops():
 
   def loss(model, params):
     return (model.apply(params, tokens, train=True) ** 2).mean()
-  out = mixed.apply(variables, tokens)
+  out, reference = mixed.apply(variables, tokens), full.apply(variables, tokens)
   assert not precision.bfloat16_matmuls()             # the policy ends with the call
-  assert out.dtype == jnp.float32 and not np.array_equal(out, full.apply(variables, tokens))
-  np.testing.assert_allclose(out, full.apply(variables, tokens), atol=0.05, rtol=0.05)
+  assert out.dtype == jnp.float32 and not np.array_equal(out, reference)
+  np.testing.assert_allclose(out, reference, atol=0.05, rtol=0.05)
   got, want = (jax.grad(lambda p, m=m: loss(m, p))(variables) for m in (mixed, full))
   assert {a.dtype for a in jax.tree.leaves(got)} == {jnp.dtype(jnp.float32)}
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, atol=0.02 * float(jnp.abs(b).max()) + 1e-6)
   step = jax.jit(jax.grad(lambda p: loss(mixed, p))).lower(variables)
-  dots = collections.Counter(re.findall(
-      r"stablehlo.dot_general.*?: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\) "
-      r"-> tensor<[^>]*x(\w+)>", step.as_text()))
+  dots = _dot_dtypes(step.as_text())
   assert dots == {("bf16", "bf16", "f32"): 11, ("f32", "f32", "f32"): 4}, dots
   assert _compiled_dot_dtypes(step.compile().as_text())[("bf16", "bf16", "f32")] in (0, 11)
 
@@ -367,6 +364,13 @@ def test_the_flops_of_a_step_are_xla_s_count_at_the_global_batch():
     assert flops.device_peak()[0] is None
 
 
+def _dot_dtypes(stablehlo: str) -> collections.Counter:
+  """(lhs, rhs, result) element types of every dot_general in StableHLO text."""
+  return collections.Counter(re.findall(
+      r"stablehlo.dot_general.*?: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\) "
+      r"-> tensor<[^>]*x(\w+)>", stablehlo))
+
+
 def _compiled_dot_dtypes(hlo: str) -> collections.Counter:
   """(lhs, rhs, result) element types of every dot in compiled HLO text."""
   types = {m.group(1): m.group(2) for m in re.finditer(r"%([\w.\-]+) = (\w+)\[", hlo)}
@@ -376,4 +380,3 @@ def _compiled_dot_dtypes(hlo: str) -> collections.Counter:
       (types.get(lhs), types.get(rhs), out)
       for out, lhs, rhs in re.findall(r"= (\w+)\[[\d,]*\]\S* dot\(%([\w.\-]+), %([\w.\-]+)\)",
                                       hlo))
-
