@@ -68,6 +68,34 @@ def test_conv_matches_nn_conv(impl, nn_conv_outputs):
     chex.assert_trees_all_close(got, want, **TOL, custom_message=f"{impl} {case}")
 
 
+@pytest.mark.parametrize("k,padding,cin,cout,size", [(3, "VALID", 32, 24, 9),
+                                                     (3, "SAME", 3, 32, 8), (3, 1, 20, 20, 8)])
+def test_eigen_kernel_gradient_reads_the_cnhw_copy(k, padding, cin, cout, size):
+  # Conv(x, x_cnhw): the "eigen" lowering's kernel gradient comes from x_cnhw (x's values
+  # laid out [C, H, W, N]); the output and the input gradient from x, as without it.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, size, size, cin)).astype(np.float32)
+  params = {"params": {"kernel": rng.normal(0, 0.3, (k, k, cin, cout)).astype(np.float32),
+                       "bias": rng.normal(size=cout).astype(np.float32)}}
+  layer = conv.Conv(cout, k, padding=padding, impl="eigen")
+  want = _loss_grads(nn.Conv(cout, (k, k), padding=padding).apply, params, x)
+  got = _loss_grads(lambda p, x: layer.apply(p, x, jnp.transpose(x, (3, 1, 2, 0))), params, x)
+  chex.assert_trees_all_close(got, want, **TOL)
+  zeros = jnp.zeros((cin, size, size, 2))
+  _, (grads, dx) = _loss_grads(lambda p, x: layer.apply(p, x, zeros), params, x)
+  np.testing.assert_array_equal(grads["params"]["kernel"], 0.0)
+  chex.assert_trees_all_close(dx, want[1][1], **TOL)
+
+
+def test_conv_also_returns_its_output_laid_out_cnhw():
+  x = np.random.default_rng(0).normal(size=(3, 10, 10, 1)).astype(np.float32)
+  for padding, stride in (("VALID", 1), ("SAME", 1), (1, 2)):
+    layer = conv.Conv(8, 3, stride, padding=padding, impl="eigen")
+    variables = layer.init(jax.random.key(0), x)
+    y, y_cnhw = layer.apply(variables, x, cnhw_out=True)
+    chex.assert_trees_all_close(y_cnhw, jnp.transpose(y, (3, 1, 2, 0)), **TOL)
+
+
 def test_params_match_nn_conv():
   x = jnp.ones((1, 6, 6, 3))
   for padding in ("SAME", 1):
@@ -108,6 +136,22 @@ MODELS = [
     (LeNet5, dict(), (28, 28, 1)),
     (ResNet, dict(stage_sizes=(1, 1), width=24), (16, 16, 3)),
 ]
+
+
+def test_cnn_second_conv_kernel_gradient_from_the_first_stage_cnhw_copy():
+  # The PyTorch-examples CNN: the first stage (1 channel in, no pool) is also computed
+  # laid out [C, H, W, N] for the second conv's kernel gradient; all gradients as nn's.
+  cls, kwargs, shape = MODELS[0]
+  x = np.random.default_rng(0).normal(size=(4,) + shape).astype(np.float32)
+  grads = {}
+  for impl in ("xla", "eigen"):
+    model = cls(10, conv_impl=impl, **kwargs)
+    variables = model.init(jax.random.key(1), x)
+    loss = lambda v, x: jnp.sum(jnp.cos(model.apply(v, x)))
+    grads[impl] = jit(jax.grad(loss))(variables, x)
+    jaxpr = str(jax.make_jaxpr(model.apply)(variables, x))
+    assert ("f32[32,2704]" in jaxpr) == (impl == "eigen")   # [C, H * W * N] matmul
+  chex.assert_trees_all_close(grads["eigen"], grads["xla"], **TOL)
 
 
 @pytest.mark.parametrize("cls,kwargs,shape", MODELS)

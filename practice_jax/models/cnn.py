@@ -49,8 +49,21 @@ class CNN(nn.Module):
     k = (self.kernel_size, self.kernel_size)
     impl = conv.check_impl(self.conv_impl)
     conv_layer = conv.layer(impl)
-    for width, pool in zip(self.features, self.pools, strict=True):
-      x = conv_layer(width, k, padding=self.padding, use_bias=not self.batch_norm)(x)
+    # An unpooled first stage's output also laid out [C, H, W, N] (one small matmul from
+    # the image), which spares the second conv's kernel gradient a transpose (conv.Conv).
+    # After a pool the transpose is 4x smaller and cheaper than the second matmul: the
+    # MNIST config's step measured 3% slower with it.
+    two_layouts = (conv_layer is not nn.Conv and not self.batch_norm and x.shape[-1] <= 3
+                   and len(self.features) > 1 and self.pools[0] == "none")
+    x_cnhw = None
+    for i, (width, pool) in enumerate(zip(self.features, self.pools, strict=True)):
+      layer = conv_layer(width, k, padding=self.padding, use_bias=not self.batch_norm)
+      if two_layouts and i == 0:
+        x, x_cnhw = layer(x, cnhw_out=True)
+        x_cnhw = nn.relu(x_cnhw)                  # no batch norm, no pool: see above
+      else:
+        x = layer(x) if x_cnhw is None else layer(x, x_cnhw)
+        x_cnhw = None
       if self.batch_norm:
         x = BatchNorm(use_running_average=not train, momentum=0.9)(x)
       x = nn.relu(x)
