@@ -29,7 +29,8 @@ and forward + both gradients of ResNet-shaped convs (batch 128, 32x32x64): 3x3 S
   kernel runs. Costs kh / output rows more FLOPs (3/24 for the MNIST CNN) and a padded
   copy of the input. (With the padding left in the window instead, Eigen's kernel
   gradient falls off a cliff: 3.1 s for the ResNet conv above.) Strided convs take the
-  im2col path; convs with at most 16 channels are left as they are.
+  im2col path; convs with at most 16 channels are left as they are. A model that has its
+  input laid out [C, H, W, N] as well passes it for the kernel gradient (`_eigen_conv`).
 - ``"im2col"``: patches by slicing and concatenating, then one matmul. Memory bound here
   (about 8 GB/s for a streaming pass), but it has no convolution op, and XLA:CPU runs
   convolutions inside a while loop (`lax.scan`) about 70x slower (MNIST CNN train chunk:
