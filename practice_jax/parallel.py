@@ -138,30 +138,32 @@ class DataParallel:
     # metrics' structure, the scan's body (or every unrolled step) and the FLOP count
     # (`run.traced`, lowered on demand); each was a whole trace of the model before
     # (~0.5 s apiece for the char GPT, more for every unrolled step).
-    step = jax.jit(train_step)
     traced = {}
 
-    def chunk(state, batches, num_steps):
-      def body(carry, batch):
-        state, sums = carry
-        state, metrics = step(state, batch)
-        return (state, jax.tree.map(jnp.add, sums, metrics)), None
+    def chunk_of(step):
+      def chunk(state, batches, num_steps):
+        def body(carry, batch):
+          state, sums = carry
+          state, metrics = step(state, batch)
+          return (state, jax.tree.map(jnp.add, sums, metrics)), None
 
-      first = jax.tree.map(lambda a: a[0], batches)
-      traced["step"] = step.trace(state, first)
-      zeros = _zeros_like(traced["step"].out_info[1])
-      if unroll:
-        carry = (state, zeros)
-        for i in range(num_steps):
-          carry, _ = body(carry, jax.tree.map(lambda a, i=i: a[i], batches))
-        state, sums = carry
-      else:
-        (state, sums), _ = jax.lax.scan(body, (state, zeros), batches, length=num_steps)
-      if self.mode == "pmap":
-        sums = jax.lax.psum(sums, DEVICE_AXIS)
-      return state, sums, self._finite(state)
+        first = jax.tree.map(lambda a: a[0], batches)
+        traced["step"] = step.trace(state, first)
+        zeros = _zeros_like(traced["step"].out_info[1])
+        if unroll:
+          carry = (state, zeros)
+          for i in range(num_steps):
+            carry, _ = body(carry, jax.tree.map(lambda a, i=i: a[i], batches))
+          state, sums = carry
+        else:
+          (state, sums), _ = jax.lax.scan(body, (state, zeros), batches, length=num_steps)
+        if self.mode == "pmap":
+          sums = jax.lax.psum(sums, DEVICE_AXIS)
+        return state, sums, self._finite(state)
+      return chunk
 
     if self.mode == "pmap":
+      step = jax.jit(train_step)
       per_device = batch_size // self.num_devices
       # [steps, batch] -> [devices, steps, batch/device], each device's rows on it.
       split = jax.jit(lambda b: jax.tree.map(lambda a: jnp.swapaxes(a.reshape(
@@ -171,6 +173,7 @@ class DataParallel:
 
       def run(state, batches, num_steps):
         if num_steps not in compiled:
+          chunk = chunk_of(step)
           compiled[num_steps] = jax.pmap(
               lambda s, b: chunk(s, b, num_steps), axis_name=DEVICE_AXIS,
               in_axes=(None, 0), out_axes=None, devices=self.devices)
@@ -180,16 +183,14 @@ class DataParallel:
       run.traced = lambda: None    # traced per device: the FLOP count traces the global step
       return run
 
-    jitted = {}
+    compile_chunk, compiled = self._chunk_compiler(chunk_of, train_step), {}
 
     def train_on(state, batches, num_steps):
       """The steps on given global batches [steps, batch, ...] (benchmarks use it to
       time the steps without the input pipeline)."""
-      if "fn" not in jitted:
-        shardings = self.state_sharding(state)
-        jitted["fn"] = jax.jit(chunk, donate_argnums=0, static_argnames="num_steps",
-                               out_shardings=(shardings, self.replicated, self.replicated))
-      return jitted["fn"](state, batches, num_steps=num_steps)
+      if num_steps not in compiled:
+        compiled[num_steps] = compile_chunk(state, batches, num_steps)
+      return compiled[num_steps](state, batches)
 
     def run(state, batches, num_steps):
       return train_on(state, self.global_batches(batches, batch_size), num_steps)
@@ -197,8 +198,42 @@ class DataParallel:
     run.train_on = train_on
     run.unrolled = unroll      # what the loop's chunk_end needs to know
     run.traced = lambda: traced.get("step")   # one train step as the chunk traced it
-    run._cache_size = lambda: jitted["fn"]._cache_size() if jitted else 0
+    run._cache_size = lambda: len(compiled)
+    run.compiler_options = compile_chunk.options    # None, or conv.NO_YNN_CONVOLUTIONS
     return run
+
+  def _chunk_compiler(self, chunk_of: Callable, train_step: Callable) -> Callable:
+    """compile(state, batches, num_steps): chunk_of(jitted step) compiled (jit mode). The
+    step is jitted once and traced once, for every num_steps (jit's trace cache). On CPU
+    it is traced under conv.no_ynn_convolutions and, when its convolutions all took the
+    "eigen" or "im2col" lowering, every chunk is compiled without YNNPACK's
+    convolutions; when some are left to YNNPACK it is traced again as it is."""
+    from practice_jax.models import conv
+    chosen = {}      # "step": the jitted train step, "options": the compiler options
+
+    def compile_chunk(state, batches, num_steps):
+      def trace(step):
+        return jax.jit(chunk_of(step), donate_argnums=0, static_argnames="num_steps",
+                       out_shardings=(self.state_sharding(state), self.replicated,
+                                      self.replicated)).trace(state, batches,
+                                                              num_steps=num_steps)
+      if chosen:
+        traced = trace(chosen["step"])
+      elif not self.on_cpu:
+        chosen.update(step=jax.jit(train_step), options=None)
+        traced = trace(chosen["step"])
+      else:
+        step = jax.jit(lambda state, batch: train_step(state, batch))   # its own trace
+        with conv.no_ynn_convolutions() as record:
+          traced = trace(step)
+        chosen.update(step=step, options=conv.NO_YNN_CONVOLUTIONS if record["eigen"]
+                      else None)
+        if record["eigen"] and record["ynn"]:
+          chosen.update(step=jax.jit(train_step), options=None)
+          traced = trace(chosen["step"])
+      return traced.lower().compile(chosen["options"])
+    compile_chunk.options = lambda: chosen.get("options")
+    return compile_chunk
 
   def global_batches(self, batches: Any, batch_size: int) -> Any:
     """This process's rows of a chunk's batches [steps, local batch, ...] as global

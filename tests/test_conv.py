@@ -96,6 +96,28 @@ def test_conv_also_returns_its_output_laid_out_cnhw():
     chex.assert_trees_all_close(y_cnhw, jnp.transpose(y, (3, 1, 2, 0)), **TOL)
 
 
+def test_no_ynn_convolutions_counts_the_lowerings_and_drops_the_extra_rows():
+  # Traced under conv.no_ynn_convolutions, "eigen" convolves without its kh extra rows
+  # (YNNPACK is then off for the program); convolutions left to XLA with more than 16
+  # channels are counted, so that the caller keeps YNNPACK for them.
+  x = np.random.default_rng(0).normal(size=(2, 10, 10, 20)).astype(np.float32)
+  k = np.random.default_rng(1).normal(0, 0.3, (3, 3, 20, 24)).astype(np.float32)
+  pads = [(1, 1), (1, 1)]
+  fwd = lambda impl: lambda x, k: _loss_grads(          # noqa: E731
+      lambda k, x: conv.conv2d(x, k, (1, 1), pads, impl), k, x)
+  want = jit(fwd("xla"))(x, k)
+  assert "tensor<2x13x10x24xf32>" in jax.jit(fwd("eigen")).lower(x, k).as_text()
+  with conv.no_ynn_convolutions() as record:
+    lowered = jax.jit(fwd("eigen")).lower(x, k)
+  assert record == {"eigen": 2, "ynn": 0}                 # the output and the gradients
+  assert "tensor<2x13x10x24xf32>" not in lowered.as_text()
+  chex.assert_trees_all_close(lowered.compile(conv.NO_YNN_CONVOLUTIONS)(x, k), want, **TOL)
+  with conv.no_ynn_convolutions() as record:
+    jax.jit(fwd("xla")).lower(x, k)
+    jax.jit(fwd("xla")).lower(x[..., :4], k[:, :, :4, :8])        # YNNPACK would not
+  assert record == {"eigen": 0, "ynn": 2}
+
+
 def test_params_match_nn_conv():
   x = jnp.ones((1, 6, 6, 3))
   for padding in ("SAME", 1):

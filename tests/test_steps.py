@@ -116,6 +116,30 @@ def test_a_chunk_of_steps_on_the_sources_batches_equals_single_steps_in_the_epoc
   np.testing.assert_array_equal(second_epoch, train["label"][perm1[:8]])
 
 
+def test_a_cpu_chunk_of_eigen_convolutions_compiles_without_ynnpack_convolutions():
+  # Every convolution takes conv_impl "eigen" (more than 16 channels): the chunk is traced
+  # under conv.no_ynn_convolutions (no extra rows) and compiled with XLA's YNNPACK
+  # convolutions off; it trains as single steps jitted the usual way do. With XLA's own
+  # convolutions nothing changes.
+  from practice_jax.models import conv
+  for impl, options in (("eigen", conv.NO_YNN_CONVOLUTIONS), ("xla", None)):
+    task, train = _task(features=(20, 24), pools=("none", "max"), padding="VALID",
+                        conv_impl=impl)
+    parallel = DataParallel()
+    task.source.bind(parallel)
+    chunk = parallel.compile_train_chunk(task.train_step, batch_size=8, unroll=True)
+    state = parallel.replicate(task.init_state(PLAN))
+    manual = task.init_state(PLAN)
+    perm = np.asarray(epoch_permutation(stream_key(0, DATA_STREAM), 0, 40))
+    step = jax.jit(task.train_step)
+    for i in range(3):
+      manual, _ = step(manual, jax.tree.map(lambda a: a[perm[8 * i:8 * i + 8]], train))
+    state, _, _ = chunk(state, task.source.batches(0, 2, 8), 2)
+    state, _, _ = chunk(state, task.source.batches(2, 1, 8), 1)
+    assert chunk.compiler_options() == options and chunk._cache_size() == 2
+    chex.assert_trees_all_close(state.params, manual.params, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("unroll", [False, True])
 def test_a_chunk_traces_the_train_step_once_and_reuses_that_trace_for_the_flop_count(unroll):
   from practice_jax import flops

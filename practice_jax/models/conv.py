@@ -49,7 +49,9 @@ starts, or ``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_typ
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -61,6 +63,36 @@ from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "eigen", "im2col")
 _DIMS = ("NHWC", "HWIO", "NHWC")
+
+# XLA:CPU's library fusions without YNNPACK's convolutions (its dots and reductions kept),
+# for a program whose convolutions all took "eigen" or "im2col": see `no_ynn_convolutions`.
+NO_YNN_CONVOLUTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                       "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+_tracing = threading.local()
+
+
+@contextlib.contextmanager
+def no_ynn_convolutions():
+  """Traces what runs inside for a program compiled with NO_YNN_CONVOLUTIONS: the "eigen"
+  lowering then convolves without its kh extra rows (there only to keep YNNPACK away:
+  12.5% of conv2's FLOPs in the MNIST CNN; its train step 15.2 vs 13.6 steps/s on the
+  2-vCPU Xeon). Yields {"eigen": n, "ynn": m}, the convolutions traced inside that took
+  the "eigen" lowering and those left to XLA that YNNPACK would take: the options fit
+  the program only if n > 0 and m == 0 (else trace it again outside)."""
+  saved = getattr(_tracing, "record", None)
+  _tracing.record = record = {"eigen": 0, "ynn": 0}
+  try:
+    yield record
+  finally:
+    _tracing.record = saved
+
+
+def _note(kind: str) -> bool:
+  """Counts a convolution of `kind` for `no_ynn_convolutions`; whether it is tracing."""
+  record = getattr(_tracing, "record", None)
+  if record is not None:
+    record[kind] += 1
+  return record is not None
 
 
 def check_impl(impl: str) -> str:
@@ -151,9 +183,10 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
     if tuple(strides) != (1, 1):
       impl = "im2col"
     else:
+      rows = 0 if _note("eigen") else kh
       if x_cnhw is not None:
-        return _eigen_conv(x, x_cnhw, kernel, tuple(map(tuple, pads)))
-      return _eigen(x, kernel, pads)
+        return _eigen_conv(x, x_cnhw, kernel, tuple(map(tuple, pads)), rows)
+      return _eigen(x, kernel, pads, rows)
   if impl == "im2col":
     x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
     sh, sw = strides
@@ -162,20 +195,24 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
     patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
     return (patches.reshape(-1, kh * kw * cin) @ kernel.reshape(-1, cout)).reshape(
         x.shape[0], out_h, out_w, cout)
+  if max(cin, cout) > 16:
+    _note("ynn")
   return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMS)
 
 
-def _eigen(x: jnp.ndarray, kernel: jnp.ndarray, pads) -> jnp.ndarray:
-  """Stride-1 conv through XLA's Eigen kernel: padded explicitly, kh zero rows more at the
-  bottom (which YNNPACK refuses), sliced off again."""
+def _eigen(x: jnp.ndarray, kernel: jnp.ndarray, pads, rows: int) -> jnp.ndarray:
+  """Stride-1 conv through XLA's Eigen kernel: padded explicitly, `rows` zero rows more at
+  the bottom (kh: YNNPACK refuses an output taller than the input; 0 in a program without
+  YNNPACK's convolutions), sliced off again."""
   kh = kernel.shape[0]
   x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
-  y = lax.conv_general_dilated(x, kernel, (1, 1), [(0, kh), (0, 0)], dimension_numbers=_DIMS)
+  y = lax.conv_general_dilated(x, kernel, (1, 1), [(0, rows), (0, 0)],
+                               dimension_numbers=_DIMS)
   return y[:, :x.shape[1] - kh + 1]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _eigen_conv(x, x_cnhw, kernel, pads):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _eigen_conv(x, x_cnhw, kernel, pads, rows):
   """`_eigen` whose kernel gradient reads x from `x_cnhw` ([C, H, W, N]).
 
   The kernel gradient is a convolution over the batch (x's channels become its batch, x's
@@ -187,22 +224,22 @@ def _eigen_conv(x, x_cnhw, kernel, pads):
   16.0 vs 14.4 steps/s on a 2-vCPU Xeon (medians of 5 alternating processes of 5 x 16
   steps). The output gradient's transpose moves whole rows of channels and costs less:
   producing it already transposed measured 2% at most."""
-  return _eigen(x, kernel, pads)
+  return _eigen(x, kernel, pads, rows)
 
 
-def _eigen_conv_fwd(x, x_cnhw, kernel, pads):
-  return _eigen(x, kernel, pads), (x, x_cnhw, kernel)
+def _eigen_conv_fwd(x, x_cnhw, kernel, pads, rows):
+  return _eigen(x, kernel, pads, rows), (x, x_cnhw, kernel)
 
 
-def _eigen_conv_bwd(pads, res, g):
+def _eigen_conv_bwd(pads, rows, res, g):
   x, x_cnhw, kernel = res
-  kh = kernel.shape[0]
-  dx = jax.vjp(lambda x: _eigen(x, kernel, pads), x)[1](g)[0]
-  g_hwnc = jnp.transpose(jnp.pad(g, [(0, 0), (0, kh), (0, 0), (0, 0)]), (1, 2, 0, 3))
+  dx = jax.vjp(lambda x: _eigen(x, kernel, pads, rows), x)[1](g)[0]
+  # The filter `rows` taller than the input keeps YNNPACK away, as in _eigen.
+  g_hwnc = jnp.transpose(jnp.pad(g, [(0, 0), (0, rows), (0, 0), (0, 0)]), (1, 2, 0, 3))
   # Padded behind a barrier: XLA would fold the padding into the window, which sends
   # this convolution down a path 40x slower (800 ms for the MNIST config's conv2).
   padded = lax.optimization_barrier(jnp.pad(x_cnhw, [(0, 0), *pads, (0, 0)]))
-  dk = lax.conv_general_dilated(padded, g_hwnc, (1, 1), [(0, kh), (0, 0)],
+  dk = lax.conv_general_dilated(padded, g_hwnc, (1, 1), [(0, rows), (0, 0)],
                                 dimension_numbers=_DIMS)          # [cin, kh, kw, cout]
   return dx, jnp.zeros_like(x_cnhw), jnp.transpose(dk, (1, 2, 0, 3))
 
