@@ -42,9 +42,12 @@ for relu + pool of [128, 24, 24, 64], forward and backward).
 
 Avoiding YNNPACK for every convolution, without the extra rows, is a compiler option:
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` before jax
-starts, or ``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_type":
-"LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})`` (MNIST CNN train step with impl "xla": 6.2 ->
-12.1 steps/s, the rest being nn.max_pool's gradient; "eigen": 20.2 with or without).
+starts, or per program ``NO_YNN_CONVOLUTIONS`` below (MNIST CNN train step with impl
+"xla": 6.2 -> 12.1 steps/s, the rest being nn.max_pool's gradient). The CPU train chunk
+(parallel.py) does that when all of the step's convolutions took "eigen" or "im2col":
+traced under `no_ynn_convolutions`, the eigen convolutions drop their extra rows there
+(PyTorch-examples CNN step 15.4 vs 13.9 steps/s on the 2-vCPU Xeon). Evaluation and
+prediction programs keep the rows and YNNPACK.
 """
 
 from __future__ import annotations
@@ -75,10 +78,11 @@ _tracing = threading.local()
 def no_ynn_convolutions():
   """Traces what runs inside for a program compiled with NO_YNN_CONVOLUTIONS: the "eigen"
   lowering then convolves without its kh extra rows (there only to keep YNNPACK away:
-  12.5% of conv2's FLOPs in the MNIST CNN; its train step 15.2 vs 13.6 steps/s on the
-  2-vCPU Xeon). Yields {"eigen": n, "ynn": m}, the convolutions traced inside that took
-  the "eigen" lowering and those left to XLA that YNNPACK would take: the options fit
-  the program only if n > 0 and m == 0 (else trace it again outside)."""
+  12.5% of conv2's FLOPs in the MNIST CNN; with them gone and YNNPACK off, its train
+  step 15.4 vs 13.9 steps/s on the 2-vCPU Xeon). Yields {"eigen": n, "ynn": m}: the
+  convolutions traced inside that took the "eigen" lowering, and those left to XLA that
+  YNNPACK would take. The options fit the program only if n > 0 and m == 0 (else trace
+  it again outside)."""
   saved = getattr(_tracing, "record", None)
   _tracing.record = record = {"eigen": 0, "ynn": 0}
   try:
