@@ -20,16 +20,16 @@ from practice_jax.tasks.language_model import LanguageModelTask
 PLAN = optim.Plan(total_steps=100, steps_per_epoch=10)
 
 
-def _splits(n_train=40, n_test=10, seed=0):
+def _splits(n_train=40, n_test=10, seed=0, size=8):
   rng = np.random.default_rng(seed)
   def split(n):
-    return {"image": rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
+    return {"image": rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8),
             "label": rng.integers(0, 3, n).astype(np.int32)}
   return split(n_train), {"test": split(n_test)}
 
 
-def _task(n_train=40, n_test=10, optimizer="adamw", **model):
-  train, evals = _splits(n_train, n_test)
+def _task(n_train=40, n_test=10, optimizer="adamw", size=8, **model):
+  train, evals = _splits(n_train, n_test, size=size)
   config = load_config("mnist")
   config.model.update({"features": (4,), "pools": ("avg",), "dense": (8,), **model})
   config.eval_batch_size = 4
@@ -38,7 +38,7 @@ def _task(n_train=40, n_test=10, optimizer="adamw", **model):
   config.optimizer.learning_rate = 0.1 if optimizer == "sgd" else 1e-2
   if optimizer == "sgd":
     config.optimizer.momentum = 0.0
-  return array_task(config, train, evals, image_info(3, (8, 8, 1))), train
+  return array_task(config, train, evals, image_info(3, (size, size, 1))), train
 
 
 def test_train_step_is_a_pure_function_of_state_and_batch():
@@ -120,11 +120,13 @@ def test_a_cpu_chunk_of_eigen_convolutions_compiles_without_ynnpack_convolutions
   # Every convolution takes conv_impl "eigen" (more than 16 channels): the chunk is traced
   # under conv.no_ynn_convolutions (no extra rows) and compiled with XLA's YNNPACK
   # convolutions off; it trains as single steps jitted the usual way do. With XLA's own
-  # convolutions nothing changes.
+  # convolutions nothing changes; with both (pytest's "auto" on 21x21 images: conv1 "xla",
+  # conv2 "eigen") the step is traced again as it is.
   from practice_jax.models import conv
-  for impl, options in (("eigen", conv.NO_YNN_CONVOLUTIONS), ("xla", None)):
+  for impl, options, size in (("eigen", conv.NO_YNN_CONVOLUTIONS, 8), ("xla", None, 8),
+                              ("auto", None, 21)):
     task, train = _task(features=(20, 24), pools=("none", "max"), padding="VALID",
-                        conv_impl=impl)
+                        conv_impl=impl, size=size)
     parallel = DataParallel()
     task.source.bind(parallel)
     chunk = parallel.compile_train_chunk(task.train_step, batch_size=8, unroll=True)
