@@ -163,7 +163,7 @@ class DataParallel:
       return chunk
 
     if self.mode == "pmap":
-      step = jax.jit(train_step)
+      chunk = chunk_of(jax.jit(train_step))
       per_device = batch_size // self.num_devices
       # [steps, batch] -> [devices, steps, batch/device], each device's rows on it.
       split = jax.jit(lambda b: jax.tree.map(lambda a: jnp.swapaxes(a.reshape(
@@ -173,7 +173,6 @@ class DataParallel:
 
       def run(state, batches, num_steps):
         if num_steps not in compiled:
-          chunk = chunk_of(step)
           compiled[num_steps] = jax.pmap(
               lambda s, b: chunk(s, b, num_steps), axis_name=DEVICE_AXIS,
               in_axes=(None, 0), out_axes=None, devices=self.devices)
@@ -217,21 +216,17 @@ class DataParallel:
                        out_shardings=(self.state_sharding(state), self.replicated,
                                       self.replicated)).trace(state, batches,
                                                               num_steps=num_steps)
-      if chosen:
-        traced = trace(chosen["step"])
-      elif not self.on_cpu:
-        chosen.update(step=jax.jit(train_step), options=None)
-        traced = trace(chosen["step"])
-      else:
+      if not chosen and self.on_cpu:
         step = jax.jit(lambda state, batch: train_step(state, batch))   # its own trace
         with conv.no_ynn_convolutions() as record:
           traced = trace(step)
-        chosen.update(step=step, options=conv.NO_YNN_CONVOLUTIONS if record["eigen"]
-                      else None)
-        if record["eigen"] and record["ynn"]:
-          chosen.update(step=jax.jit(train_step), options=None)
-          traced = trace(chosen["step"])
-      return traced.lower().compile(chosen["options"])
+        if not (record["eigen"] and record["ynn"]):
+          chosen.update(step=step, options=conv.NO_YNN_CONVOLUTIONS if record["eigen"]
+                        else None)
+          return traced.lower().compile(chosen["options"])
+      if not chosen:
+        chosen.update(step=jax.jit(train_step), options=None)
+      return trace(chosen["step"]).lower().compile(chosen["options"])
     compile_chunk.options = lambda: chosen.get("options")
     return compile_chunk
 

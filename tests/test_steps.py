@@ -41,6 +41,17 @@ def _task(n_train=40, n_test=10, optimizer="adamw", size=8, **model):
   return array_task(config, train, evals, image_info(3, (size, size, 1))), train
 
 
+def _single_steps(task, train, steps):
+  """The state after `steps` jitted train steps of batch 8 on the first epoch's order
+  (batch i = examples perm[8i : 8i + 8]), from the initial state."""
+  state = task.init_state(PLAN)
+  perm = np.asarray(epoch_permutation(stream_key(0, DATA_STREAM), 0, 40))
+  step = jax.jit(task.train_step)
+  for i in range(steps):
+    state, _ = step(state, jax.tree.map(lambda a: a[perm[8 * i:8 * i + 8]], train))
+  return state
+
+
 def test_train_step_is_a_pure_function_of_state_and_batch():
   task, train = _task(dense_dropout=0.5)
   state = task.init_state(PLAN)
@@ -100,11 +111,7 @@ def test_a_chunk_of_steps_on_the_sources_batches_equals_single_steps_in_the_epoc
   task.source.bind(parallel)
   chunk = parallel.compile_train_chunk(task.train_step, batch_size=8)
   state = parallel.replicate(task.init_state(PLAN))
-  manual = task.init_state(PLAN)
-  perm = np.asarray(epoch_permutation(stream_key(0, DATA_STREAM), 0, 40))
-  step = jax.jit(task.train_step)
-  for i in range(4):                      # batch i = examples perm[8i : 8i + 8]
-    manual, _ = step(manual, jax.tree.map(lambda a: a[perm[8 * i:8 * i + 8]], train))
+  manual = _single_steps(task, train, 4)
   state, sums, finite = chunk(state, task.source.batches(0, 2, 8), 2)
   state, sums, finite = chunk(state, task.source.batches(2, 2, 8), 2)
   assert bool(finite)
@@ -131,11 +138,7 @@ def test_a_cpu_chunk_of_eigen_convolutions_compiles_without_ynnpack_convolutions
     task.source.bind(parallel)
     chunk = parallel.compile_train_chunk(task.train_step, batch_size=8, unroll=True)
     state = parallel.replicate(task.init_state(PLAN))
-    manual = task.init_state(PLAN)
-    perm = np.asarray(epoch_permutation(stream_key(0, DATA_STREAM), 0, 40))
-    step = jax.jit(task.train_step)
-    for i in range(3):
-      manual, _ = step(manual, jax.tree.map(lambda a: a[perm[8 * i:8 * i + 8]], train))
+    manual = _single_steps(task, train, 3)
     state, _, _ = chunk(state, task.source.batches(0, 2, 8), 2)
     state, _, _ = chunk(state, task.source.batches(2, 1, 8), 1)
     assert chunk.compiler_options() == options and chunk._cache_size() == 2
