@@ -25,9 +25,10 @@ timed as the median of `--repeats` alternating rounds after a warm-up:
 The script runs itself under glibc malloc settings that keep freed memory
 (``GLIBC_TUNABLES``, below): otherwise every call of these one-op programs pays page
 faults for its fresh output pages (~1.3 us per 4 KiB), which the train chunk, reusing its
-buffers over 16 steps, mostly does not. The rows' results are checked against `lax.conv_general_dilated`'s (relative max error
-printed). Not part of the tests; what it found on the 2-vCPU Intel Xeon: README, Speed
-section (the CNN bullet under "Why the rest is not met").
+buffers over 16 steps, mostly does not. The rows' results are checked against
+`lax.conv_general_dilated`'s (relative max error printed). Not part of the tests; what it
+found on the 2-vCPU Intel Xeon: README, Speed section (the CNN bullet under "Why the rest
+is not met").
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -113,21 +113,19 @@ def main() -> None:
                       for o in offsets])
 
   x_hwnc = jnp.transpose(x, (1, 2, 0, 3))
-  cases = {
+  conv_flops = 2 * n * oh * ow * 9 * cin * cout
+  cases = {     # name: (fn, args, FLOPs for a GFLOP/s column or None)
       "matmul f32": (lambda a: a @ a, (a,), 2 * 2048 ** 3),
       "matmul bf16": (lambda a: jnp.dot(a.astype(bf16), a.astype(bf16),
                                         preferred_element_type=f32), (a,), 2 * 2048 ** 3),
-      "eigen fwd": (conv2d, (x, k), None),
-      "eigen dx": (lambda dy, k: jax.vjp(lambda x: conv2d(x, k), x)[1](dy)[0], (dy, k), None),
-      "eigen dk": (dk_eigen, (x_cnhw, dy_hwnc), None),
+      "eigen fwd": (conv2d, (x, k), conv_flops),
+      "eigen dx": (lambda dy, k: jax.vjp(lambda x: conv2d(x, k), x)[1](dy)[0], (dy, k), conv_flops),
+      "eigen dk": (dk_eigen, (x_cnhw, dy_hwnc), conv_flops),
       "transpose dy": (lambda dy: jnp.transpose(dy, (1, 2, 0, 3)), (dy,), None),
       "eigen fwd+dk": (eigen_fwd_dk, (x, x_cnhw, k, dy), None),
       "amx fwd+dk": (amx_fwd_dk, (x_cnhw, k, dy_hwnc), None),
-      "nine-dot dk": (nine_dot_dk, (x_hwnc, dy_hwnc), None),
+      "nine-dot dk": (nine_dot_dk, (x_hwnc, dy_hwnc), conv_flops),
   }
-  conv_flops = 2 * n * oh * ow * 9 * cin * cout
-  for name in ("eigen fwd", "eigen dx", "eigen dk", "nine-dot dk"):
-    cases[name] = cases[name][:2] + (conv_flops,)
 
   # Values against lax's own forward and gradients (float32).
   y_ref, vjp = jax.vjp(conv2d, x, k)
@@ -136,29 +134,23 @@ def main() -> None:
   def rel(got, ref):
     return float(jnp.abs(got - ref).max() / jnp.abs(ref).max())
 
-  compiled = {name: (jax.jit(fn).trace(*fargs).lower().compile(conv.NO_YNN_CONVOLUTIONS), fargs)
+  compiled = {name: jax.jit(fn).lower(*fargs).compile(conv.NO_YNN_CONVOLUTIONS)
               for name, (fn, fargs, _) in cases.items()}
-  y_amx, dk_amx = compiled["amx fwd+dk"][0](*compiled["amx fwd+dk"][1])
+  y_amx, dk_amx = compiled["amx fwd+dk"](x_cnhw, k, dy_hwnc)
   y_amx = jnp.transpose(y_amx.reshape(cout, oh, w, n)[:, :, :ow], (3, 1, 2, 0))
   errors = {
-      "eigen fwd": rel(compiled["eigen fwd"][0](x, k), y_ref),
-      "eigen dx": rel(compiled["eigen dx"][0](dy, k), dx_ref),
-      "eigen dk": rel(jnp.transpose(compiled["eigen dk"][0](x_cnhw, dy_hwnc), (1, 2, 0, 3)),
+      "eigen fwd": rel(compiled["eigen fwd"](x, k), y_ref),
+      "eigen dx": rel(compiled["eigen dx"](dy, k), dx_ref),
+      "eigen dk": rel(jnp.transpose(compiled["eigen dk"](x_cnhw, dy_hwnc), (1, 2, 0, 3)),
                       dk_ref),
       "amx fwd+dk": max(rel(y_amx, y_ref), rel(jnp.transpose(
           dk_amx.reshape(cout, 3, 3, cin), (1, 2, 3, 0)), dk_ref)),
-      "nine-dot dk": rel(compiled["nine-dot dk"][0](x_hwnc, dy_hwnc).reshape(3, 3, cin, cout),
+      "nine-dot dk": rel(compiled["nine-dot dk"](x_hwnc, dy_hwnc).reshape(3, 3, cin, cout),
                          dk_ref),
   }
 
-  times = {name: [] for name in compiled}
-  for round_ in range(args.repeats + 1):
-    for name, (run, fargs) in compiled.items():
-      start = time.perf_counter()
-      jax.block_until_ready(run(*fargs))
-      if round_:
-        times[name].append(time.perf_counter() - start)
-  ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+  ms = autotune.time_ms({name: (fn, fargs) for name, (fn, fargs, _) in cases.items()},
+                        repeats=args.repeats, compiler_options=conv.NO_YNN_CONVOLUTIONS)
 
   machine = autotune._machine()
   print(f"{machine['cpu']}, jax {machine['jax']}; conv {h}x{w}x{cin} -> {oh}x{ow}x{cout} 3x3, "

@@ -186,13 +186,14 @@ def choose(op: str, fields: dict, candidates: Sequence[str],
   return choice
 
 
-def time_ms(fns: dict[str, tuple[Callable, Sequence]], repeats: int = REPEATS
-            ) -> dict[str, float]:
+def time_ms(fns: dict[str, tuple[Callable, Sequence]], repeats: int = REPEATS,
+            compiler_options: dict | None = None) -> dict[str, float]:
   """Median wall time (ms) of each jit-compiled fn(*args) of `fns` {name: (fn, args)},
   after one warm-up call each; the candidates run in alternation, so that a change in the
-  machine's load falls on all of them alike."""
+  machine's load falls on all of them alike. `compiler_options`: XLA options every fn is
+  compiled with (e.g. conv.NO_YNN_CONVOLUTIONS, as the CPU train chunk may be)."""
   import jax
-  compiled = {name: (jax.jit(fn).lower(*args).compile(), args)
+  compiled = {name: (jax.jit(fn).lower(*args).compile(compiler_options), args)
               for name, (fn, args) in fns.items()}
   times = {name: [] for name in fns}
   for round_ in range(repeats + 1):
