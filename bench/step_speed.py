@@ -3,7 +3,7 @@ PyTorch, measured side by side, plus the machine's fp32 matmul peak.
 
     python bench/step_speed.py [--batch 128] [--steps 20] [--repeats 3]
                                [--conv_impl xla,eigen,im2col] [--dtype float32,bfloat16]
-                               [--model mnist]
+                               [--matmul_dtype float32,bfloat16] [--model mnist]
 
 Same net (conv32 3x3 - conv64 3x3 - maxpool 2 - dense128 - dense10, no dropout), AdamW,
 batch 128 of random 28x28x1 inputs; practice_jax once per `--conv_impl` (the model's
@@ -11,7 +11,9 @@ conv/pool lowering, practice_jax/models/conv.py). Frameworks run in alternation,
 `--repeats` rounds of `--steps` steps each after a warm-up, and the medians are reported
 with ratios to the first practice_jax row measured in the same run; `--conv_impl auto-hand` is
 "auto" with measuring off (PRACTICE_JAX_AUTOTUNE=0: the hand-set rule of models/conv.py);
-each `--dtype` (config.model.dtype) runs every `--conv_impl` again; and
+each `--dtype` (config.model.dtype) and each `--matmul_dtype` (config.model.matmul_dtype:
+bfloat16 runs the Dense layers' matmuls, and on a CPU with AMX the convolutions, in
+bfloat16 with float32 accumulation; models/precision.py) runs every `--conv_impl` again; and
 `--model mnist` runs configs/mnist.py's CNN instead (practice_jax only); "% of peak" counts
 the FLOPs XLA reports for the first row's step (9.3 GFLOP). Frameworks that are not installed are skipped
 (PyTorch is a benchmark-only extra: `pip install torch==2.13.0`). Not part of the tests.
@@ -31,7 +33,7 @@ import numpy as np
 
 
 def practice_jax_runner(batch: int, conv_impl: str = "xla", model: str = "pytorch_examples",
-                        dtype: str = "float32"):
+                        dtype: str = "float32", matmul_dtype: str = "float32"):
   import jax
 
   from practice_jax import optim
@@ -58,6 +60,7 @@ def practice_jax_runner(batch: int, conv_impl: str = "xla", model: str = "pytorc
     config.model = module.get_config().model
     config.model.conv_impl = conv_impl
   config.model.dtype = dtype
+  config.model.matmul_dtype = matmul_dtype
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3
   config.schedule.name = "constant"
@@ -164,16 +167,21 @@ def main() -> None:
   parser.add_argument("--dtype", default="float32",
                       help="comma-separated config.model.dtype values (float32, bfloat16) to "
                       "run practice_jax with, each with every --conv_impl")
+  parser.add_argument("--matmul_dtype", default="float32",
+                      help="comma-separated config.model.matmul_dtype values (float32, "
+                      "bfloat16) to run practice_jax with, each with every --dtype")
   parser.add_argument("--model", default="pytorch_examples", choices=("pytorch_examples", "mnist"))
   parser.add_argument("--out", default="bench/results/step_speed.json")
   args = parser.parse_args()
 
   impls, dtypes = args.conv_impl.split(","), args.dtype.split(",")
-  rows = [(impl, dtype) for dtype in dtypes for impl in impls]
-  makers = [(f"practice_jax[{impl}{'' if dtype == 'float32' else ',' + dtype}]"
-             if len(rows) > 1 else "practice_jax",
+  rows = [(impl, dtype, mm) for mm in args.matmul_dtype.split(",") for dtype in dtypes
+          for impl in impls]
+  makers = [(f"practice_jax[{impl}{'' if dtype == 'float32' else ',' + dtype}"
+             f"{'' if mm == 'float32' else ',mm-' + mm}]" if len(rows) > 1 else "practice_jax",
              functools.partial(practice_jax_runner, conv_impl=impl.split("-")[0],
-                               model=args.model, dtype=dtype)) for impl, dtype in rows]
+                               model=args.model, dtype=dtype, matmul_dtype=mm))
+            for impl, dtype, mm in rows]
   peers = [("keras", keras_runner), ("pytorch", torch_runner)]
   runners, flops, setup_s = {}, None, {}
   autotune_env = os.environ.get("PRACTICE_JAX_AUTOTUNE")

@@ -17,9 +17,11 @@ for Haiku, and what Flax's per-layer ``dtype``/``param_dtype`` amount to):
 model's ``nn.Dense`` layers (MLPs, attention projections, heads; and a tied output layer,
 ``nn.Embed.attend``) take bfloat16 inputs and accumulate in float32 (forward and both
 gradients: `bfloat16_matmul`), and those of layers that do their own matmuls and ask
-`bfloat16_matmuls()` (the fused LSTM's outside its time loops, models/rnn.py), while
-everything else (activations, normalisation, softmax, attention's einsums, convolutions,
-the LSTM's recurrent step) stays float32, like TF32 on NVIDIA GPUs. It pays on CPUs with
+`bfloat16_matmuls()` (the fused LSTM's outside its time loops, models/rnn.py; and the
+stride-1 convolutions of `models/conv.Conv` with channels in multiples of 32 on a CPU with
+AMX, which practice_jax/kernels runs as bfloat16 on its tiles), while everything else
+(activations, normalisation, softmax, attention's einsums, other convolutions, the LSTM's
+recurrent step) stays float32, like TF32 on NVIDIA GPUs. It pays on CPUs with
 bfloat16 matrix units (Intel AMX: ~2.5x per matmul for the GPT's shapes), where XLA:CPU's
 bfloat16 elementwise ops make ``dtype='bfloat16'`` slower than float32. Off by default:
 where bfloat16 is emulated (the AMD EPYC without AVX512_BF16, where ``dtype='bfloat16'``
