@@ -122,6 +122,7 @@ def _attrs(pads, emulate: bool) -> dict:
 
 
 def _forward(x, kernel, pads, emulate):
+  """The forward custom call on bfloat16 x and kernel (float32 out)."""
   (plh, phh), (plw, phw) = pads
   kh, kw, _, cout = kernel.shape
   n, h, w, _ = x.shape
@@ -138,23 +139,27 @@ def conv(x: jnp.ndarray, kernel: jnp.ndarray, pads: tuple, emulate: bool = False
   if _library() is None:
     raise RuntimeError("The AMX convolution kernels could not be built: "
                        + (_build_errors[-1] if _build_errors else "no C++ compiler found"))
-  return _forward(x, kernel, pads, emulate)
+  return _conv_fwd(x, kernel, pads, emulate)[0]
 
 
+# The casts to bfloat16 are XLA's (fused into the ops producing x and g where XLA can):
+# the custom calls then read half the bytes, and the kernel gradient keeps x in bfloat16.
 def _conv_fwd(x, kernel, pads, emulate):
-  return conv(x, kernel, pads, emulate), (x, kernel)
+  xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  return _forward(xb, kb, pads, emulate), (xb, kb)
 
 
 def _conv_bwd(pads, emulate, res, g):
-  x, kernel = res
-  kh, kw = kernel.shape[:2]
-  flipped = jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2))
+  xb, kb = res
+  gb = g.astype(jnp.bfloat16)
+  kh, kw = kb.shape[:2]
+  flipped = jnp.transpose(jnp.flip(kb, (0, 1)), (0, 1, 3, 2))
   (plh, phh), (plw, phw) = pads
-  dx = _forward(g, flipped, ((kh - 1 - plh, kh - 1 - phh), (kw - 1 - plw, kw - 1 - phw)),
+  dx = _forward(gb, flipped, ((kh - 1 - plh, kh - 1 - phh), (kw - 1 - plw, kw - 1 - phw)),
                 emulate)
   dk = jax.ffi.ffi_call("pj_amx_conv_kernel_grad",
-                        jax.ShapeDtypeStruct(kernel.shape, jnp.float32))(
-      x, g, **_attrs(pads, emulate))
+                        jax.ShapeDtypeStruct(kb.shape, jnp.float32))(
+      xb, gb, **_attrs(pads, emulate))
   return dx, dk
 
 

@@ -31,14 +31,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-using bf16 = uint16_t;
-
-inline bf16 to_bf16(float f) {        // round to nearest even; NaN stays NaN
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return bf16((u >> 16) | 0x40u);
-  return bf16((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+using bf16 = uint16_t;      // bfloat16 as its bits (XLA FFI maps BF16 to uint16_t)
 
 inline float from_bf16(bf16 b) {
   uint32_t u = uint32_t(b) << 16;
@@ -181,25 +174,26 @@ struct Geometry {
   int64_t tail(int64_t unit) const { return m(unit) + (kh - 1) * wp() + kw - s(); }
 };
 
-// x [n, h, w, c] float32 -> [n * S + tail, c] bfloat16 zero-padded (channels last), or
-// [c, n * S + tail] (transposed).
-void pack_input(const float* x, const Geometry& g, int64_t unit, bool transposed,
-                bf16* out) {
+// x [n, h, w, c] -> [n * S + tail, c] zero-padded (channels last), or [c, n * S + tail]
+// (transposed).
+void pack_input(const bf16* x, const Geometry& g, int64_t unit, bool transposed, bf16* out) {
   const int64_t S = g.s(), wp = g.wp(), len = g.n * S + std::max<int64_t>(0, g.tail(unit));
   parallel_for(g.n, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
       for (int64_t y = 0; y < g.hp(); ++y) {
-        for (int64_t xx = 0; xx < wp; ++xx) {
-          const int64_t pix = b * S + y * wp + xx, sy = y - g.plh, sx = xx - g.plw;
-          const bool inside = sy >= 0 && sy < g.h && sx >= 0 && sx < g.w;
-          const float* src = x + ((b * g.h + sy) * g.w + sx) * g.c;
-          if (transposed) {
-            for (int64_t c = 0; c < g.c; ++c) out[c * len + pix] = inside ? to_bf16(src[c]) : 0;
-          } else {
-            bf16* dst = out + pix * g.c;
-            if (inside) for (int64_t c = 0; c < g.c; ++c) dst[c] = to_bf16(src[c]);
-            else std::memset(dst, 0, g.c * sizeof(bf16));
+        const int64_t sy = y - g.plh, row = b * S + y * wp;
+        const bf16* src = x + (b * g.h + sy) * g.w * g.c;      // read only inside
+        const bool inside = sy >= 0 && sy < g.h;
+        if (transposed) {
+          for (int64_t xx = 0; xx < wp; ++xx) {
+            const int64_t sx = xx - g.plw;
+            const bf16* from = inside && sx >= 0 && sx < g.w ? src + sx * g.c : nullptr;
+            for (int64_t c = 0; c < g.c; ++c) out[c * len + row + xx] = from ? from[c] : 0;
           }
+        } else {
+          bf16* dst = out + row * g.c;
+          std::memset(dst, 0, wp * g.c * sizeof(bf16));
+          if (inside) std::memcpy(dst + g.plw * g.c, src, g.w * g.c * sizeof(bf16));
         }
       }
     }
@@ -211,9 +205,9 @@ void pack_input(const float* x, const Geometry& g, int64_t unit, bool transposed
   }
 }
 
-// y = conv(x, k): x [n, h, w, c], k [kh, kw, c, co] float32 -> y [n, oh, ow, co].
+// y = conv(x, k): x [n, h, w, c], k [kh, kw, c, co] bfloat16 -> y [n, oh, ow, co] float32.
 template <class Tiles>
-void conv_forward(const float* x, const float* k, const Geometry& g, float* y) {
+void conv_forward(const bf16* x, const bf16* k, const Geometry& g, float* y) {
   static thread_local std::vector<bf16> xs, ks;
   const int64_t M = g.m(32), S = g.s(), wp = g.wp(), ow = g.ow(), oh = g.oh();
   bf16* xp = scratch(xs, (g.n * S + std::max<int64_t>(0, g.tail(32))) * g.c);
@@ -223,7 +217,7 @@ void conv_forward(const float* x, const float* k, const Geometry& g, float* y) {
   for (int64_t t = 0; t < g.kh * g.kw; ++t)
     for (int64_t c = 0; c < g.c; ++c)
       for (int64_t o = 0; o < g.co; ++o)
-        kv[((t * (g.c / 2) + c / 2) * g.co + o) * 2 + c % 2] = to_bf16(k[(t * g.c + c) * g.co + o]);
+        kv[((t * (g.c / 2) + c / 2) * g.co + o) * 2 + c % 2] = k[(t * g.c + c) * g.co + o];
   const int64_t blocks = M / 32;
   parallel_for(g.n * blocks, [&](int64_t lo, int64_t hi) {
     Tiles tiles;
@@ -259,9 +253,9 @@ void conv_forward(const float* x, const float* k, const Geometry& g, float* y) {
 }
 
 // dk = sum over pixels of x (padded) times dy: x [n, h, w, c], dy [n, oh, ow, co]
-// float32 -> dk [kh, kw, c, co].
+// bfloat16 -> dk [kh, kw, c, co] float32.
 template <class Tiles>
-void conv_kernel_grad(const float* x, const float* dy, const Geometry& g, float* dk) {
+void conv_kernel_grad(const bf16* x, const bf16* dy, const Geometry& g, float* dk) {
   static thread_local std::vector<bf16> xs, ds;
   const int64_t M = g.m(32), S = g.s(), wp = g.wp(), ow = g.ow(), oh = g.oh();
   const int64_t len = g.n * S + std::max<int64_t>(0, g.tail(32));
@@ -271,12 +265,17 @@ void conv_kernel_grad(const float* x, const float* dy, const Geometry& g, float*
   bf16* dv = scratch(ds, g.n * M * g.co);
   parallel_for(g.n, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b)
-      for (int64_t m = 0; m < M; ++m) {
-        const int64_t yy = m / wp, xx = m % wp;
-        bf16* dst = dv + (b * M + m - m % 2) * g.co + m % 2;
-        const float* src = dy + ((b * oh + yy) * ow + xx) * g.co;
-        const bool inside = yy < oh && xx < ow;
-        for (int64_t o = 0; o < g.co; ++o) dst[2 * o] = inside ? to_bf16(src[o]) : 0;
+      for (int64_t m = 0; m < M; m += 2) {           // pixels m and m + 1, interleaved
+        bf16* dst = dv + (b * M + m) * g.co;
+        const bf16* src[2];
+        for (int64_t q = 0; q < 2; ++q) {
+          const int64_t yy = (m + q) / wp, xx = (m + q) % wp;
+          src[q] = yy < oh && xx < ow ? dy + ((b * oh + yy) * ow + xx) * g.co : nullptr;
+        }
+        for (int64_t o = 0; o < g.co; ++o) {
+          dst[2 * o] = src[0] ? src[0][o] : 0;
+          dst[2 * o + 1] = src[1] ? src[1][o] : 0;
+        }
       }
   });
   const int64_t taps = g.kh * g.kw, size = taps * g.c * g.co;
@@ -333,7 +332,7 @@ ffi::Error check(const Geometry& g, bool emulate) {
   return ffi::Error::Success();
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> k,
                    ffi::ResultBuffer<ffi::F32> y, int64_t plh, int64_t phh, int64_t plw,
                    int64_t phw, int64_t emulate) {
   const Geometry g = geometry(x.dimensions(), k.dimensions(), plh, phh, plw, phw);
@@ -348,7 +347,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
   return ffi::Error::Success();
 }
 
-ffi::Error KernelGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+ffi::Error KernelGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> dy,
                       ffi::ResultBuffer<ffi::F32> dk, int64_t plh, int64_t phh,
                       int64_t plw, int64_t phw, int64_t emulate) {
   const Geometry g = geometry(x.dimensions(), dk->dimensions(), plh, phh, plw, phw);
@@ -369,8 +368,8 @@ extern "C" int pj_have_amx() { return kHaveAmx && amx_permitted(); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(pj_amx_conv, Forward,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("plh")
                                   .Attr<int64_t>("phh")
@@ -380,8 +379,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(pj_amx_conv, Forward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(pj_amx_conv_kernel_grad, KernelGrad,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("plh")
                                   .Attr<int64_t>("phh")
