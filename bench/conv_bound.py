@@ -21,6 +21,10 @@ timed as the median of `--repeats` alternating rounds after a warm-up:
   and transpose in one program).
 - ``nine-dot dk``: the kernel gradient as nine float32 matmuls over contiguous row ranges
   of an [H, W, N, C] input, against ``eigen dk``.
+- ``kernel fwd`` / ``kernel all``: where the CPU has AMX, the project's own bfloat16
+  convolution on AMX tiles (practice_jax/kernels, what the step runs under
+  ``model.matmul_dtype='bfloat16'``): forward, and forward with both gradients (its
+  errors are bfloat16's, against float32).
 
 The script runs itself under glibc malloc settings that keep freed memory
 (``GLIBC_TUNABLES``, below): otherwise every call of these one-op programs pays page
@@ -62,7 +66,7 @@ def main() -> None:
   import jax.numpy as jnp
   from jax import lax
 
-  from practice_jax import autotune
+  from practice_jax import autotune, kernels
   from practice_jax.models import conv
 
   n, h, w, cin, cout = args.batch, 26, 26, 32, 64
@@ -126,6 +130,14 @@ def main() -> None:
       "amx fwd+dk": (amx_fwd_dk, (x_cnhw, k, dy_hwnc), None),
       "nine-dot dk": (nine_dot_dk, (x_hwnc, dy_hwnc), conv_flops),
   }
+  if kernels.available():               # practice_jax/kernels: what the step now runs
+    valid = ((0, 0), (0, 0))
+
+    def kernel_fwd_dx_dk(x, k, dy):
+      y, vjp = jax.vjp(lambda x, k: kernels.conv(x, k, valid), x, k)
+      return (y, *vjp(dy))
+    cases["kernel fwd"] = (lambda x, k: kernels.conv(x, k, valid), (x, k), conv_flops)
+    cases["kernel all"] = (kernel_fwd_dx_dk, (x, k, dy), 3 * conv_flops)
 
   # Values against lax's own forward and gradients (float32).
   y_ref, vjp = jax.vjp(conv2d, x, k)
@@ -148,6 +160,9 @@ def main() -> None:
       "nine-dot dk": rel(compiled["nine-dot dk"](x_hwnc, dy_hwnc).reshape(3, 3, cin, cout),
                          dk_ref),
   }
+  if "kernel all" in compiled:
+    errors["kernel all"] = max(rel(got, ref) for got, ref in zip(
+        compiled["kernel all"](x, k, dy), (y_ref, dx_ref, dk_ref)))
 
   ms = autotune.time_ms({name: (fn, fargs) for name, (fn, fargs, _) in cases.items()},
                         repeats=args.repeats, compiler_options=conv.NO_YNN_CONVOLUTIONS)
@@ -162,6 +177,9 @@ def main() -> None:
     print(f"  {name:<14}{ms[name]:8.2f} ms {rate}  {err}")
   eigen = ms["eigen fwd"] + ms["eigen dx"] + ms["eigen dk"] + ms["transpose dy"]
   print(f"  conv2 on Eigen, forward + both gradients + transpose: {eigen:.1f} ms per step")
+  if "kernel all" in ms:
+    print(f"  conv2 in bfloat16 on AMX tiles (practice_jax/kernels, model.matmul_dtype="
+          f"bfloat16), forward + both gradients: {ms['kernel all']:.1f} ms per step")
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

@@ -15,8 +15,10 @@ each `--dtype` (config.model.dtype) and each `--matmul_dtype` (config.model.matm
 bfloat16 runs the Dense layers' matmuls, and on a CPU with AMX the convolutions, in
 bfloat16 with float32 accumulation; models/precision.py) runs every `--conv_impl` again; and
 `--model mnist` runs configs/mnist.py's CNN instead (practice_jax only); "% of peak" counts
-the FLOPs XLA reports for the first row's step (9.3 GFLOP). Frameworks that are not installed are skipped
-(PyTorch is a benchmark-only extra: `pip install torch==2.13.0`). Not part of the tests.
+the FLOPs XLA reports for the first row's step (9.5 GFLOP) against the float32 matmul peak
+(with a bfloat16 `--matmul_dtype` row, the bfloat16 matmul peak is measured and printed
+too). Frameworks that are not installed are skipped (PyTorch is a benchmark-only extra:
+`pip install torch==2.13.0`). Not part of the tests.
 """
 
 from __future__ import annotations
@@ -144,11 +146,13 @@ def torch_runner(batch: int):
   return run, None
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+  """A size^3 matmul's rate in `dtype` (bfloat16: accumulated in float32, AMX where the
+  CPU has it)."""
   import jax
   import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
+  f = jax.jit(lambda a: jnp.matmul(a, a, preferred_element_type=jnp.float32))
   f(a).block_until_ready()
   start = time.perf_counter()
   for _ in range(repeats):
@@ -203,9 +207,12 @@ def main() -> None:
     runners[name] = run
     flops = flops or f
   rates = {name: [] for name in runners}
-  peaks = []
+  peaks, bf16_peaks = [], []
+  bfloat16 = any(mm == "bfloat16" for _, _, mm in rows)
   for _ in range(args.repeats):
     peaks.append(matmul_peak_gflops())
+    if bfloat16:
+      bf16_peaks.append(matmul_peak_gflops(dtype="bfloat16"))
     for name, run in runners.items():
       start = time.perf_counter()
       run(args.steps)
@@ -215,10 +222,13 @@ def main() -> None:
   base = statistics.median(rates[first])
   result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "batch": args.batch, "flops_per_step": flops, "matmul_peak_gflops": peak,
+            "bf16_matmul_peak_gflops": statistics.median(bf16_peaks) if bf16_peaks else None,
             "steps_per_s": {k: statistics.median(v) for k, v in rates.items()},
             "all_runs": rates, "setup_s": setup_s, "load_average": os.getloadavg()}
   print(f"fp32 matmul peak (2048^2, jax): {peak:.0f} GFLOP/s; train step: "
-        f"{(flops or 0) / 1e9:.2f} GFLOP")
+        f"{(flops or 0) / 1e9:.2f} GFLOP" + (f"; bfloat16 matmul peak (float32 accumulation): "
+                                             f"{statistics.median(bf16_peaks):.0f} GFLOP/s"
+                                             if bf16_peaks else ""))
   print(f"{'framework':<22}{'steps/s':>10}{'examples/s':>12}{'x ' + first:>24}"
         f"{'% of peak':>11}")
   for name, values in rates.items():

@@ -28,9 +28,12 @@ Since 2026-12-03 (12:25 UTC) `model.matmul_dtype="auto"`: on a CPU with AMX-BF16
 second convolution runs as bfloat16 on AMX tiles (practice_jax/kernels) and the Dense
 layers' matmuls in bfloat16, all accumulating in float32; on other CPUs nothing changes.
 On the Intel Xeon, three alternating pairs of fresh processes (`--ledger=`, this command
-with `--config.model.matmul_dtype=float32` and `=auto`): 20.5, 21.4, 21.6 s with float32
-against 14.8, 13.2, 13.4 s with "auto" (1.6x), test accuracy 99.18% against 99.12%
-(seed 0); seeds 1 and 2 with "auto": 99.12%, 99.08% (float32: 99.12%, 99.16%).
+with `--config.model.matmul_dtype=float32` and `=auto`, main's persistent compilation
+cache on): 20.5, 21.4, 21.6 s with float32 against 14.8, 13.2, 13.4 s with "auto" (1.6x),
+test accuracy 99.18% against 99.12% (seed 0); seeds 1 and 2 with "auto": 99.12%, 99.08%
+(float32: 99.12%, 99.16%). `bench/time_to_accuracy.py` (no compilation cache; 12:05-12:28
+UTC): 18.2 s (16.5, 18.2, 18.4; 99.12%) against pytorch/examples' 222.8 s (12.26x) and
+the Keras baseline's 147.2 s (8.10x).
 """
 
 from practice_jax.config_base import base_config, model_config

@@ -16,13 +16,16 @@ from practice_jax.models import conv, precision
 
 pytestmark = pytest.mark.skipif(not kernels.buildable(), reason="no C++ compiler")
 
-# (n, h, w, cin, cout, kernel, pads): VALID, SAME, uneven and partial paddings, two
-# chunks of 32 input channels, a 5x5 and a non-square kernel, rows past a tile's 32.
+# (n, h, w, cin, cout, kernel, pads): VALID, SAME, uneven, one-sided and partial
+# paddings, two chunks of 32 input channels, a 5x5, a 1x1 and a non-square kernel, rows
+# past a tile's 32, an output of one pixel.
 CASES = [
     (2, 7, 9, 32, 64, (3, 3), ((0, 0), (0, 0))),
     (3, 6, 5, 64, 32, (3, 2), ((1, 1), (0, 1))),
     (2, 12, 12, 32, 32, (5, 5), ((2, 2), (2, 2))),
     (1, 10, 3, 32, 32, (1, 1), ((0, 0), (0, 0))),
+    (2, 5, 4, 32, 32, (3, 3), ((2, 0), (0, 2))),
+    (3, 3, 3, 32, 64, (3, 3), ((0, 0), (0, 0))),
 ]
 
 
@@ -68,6 +71,9 @@ def test_applicable_takes_stride_one_and_channels_in_multiples_of_32():
   assert not kernels.applicable((2, 8, 8, 16), (3, 3, 16, 64), (1, 1), same)
   assert not kernels.applicable((2, 8, 8, 32), (3, 3, 32, 48), (1, 1), same)
   assert not kernels.applicable((2, 8, 8, 32), k, (1, 1), ((3, 3), (1, 1)))  # pad >= k
+  assert not kernels.applicable((2, 2, 8, 32), k, (1, 1), valid)            # no output
+  with pytest.raises(ValueError, match="multiples of 32"):
+    kernels.conv(jnp.zeros((1, 4, 4, 16)), jnp.zeros((3, 3, 16, 32)), same, True)
 
 
 def test_a_cnn_convolves_on_amx_only_under_the_bfloat16_matmul_policy():

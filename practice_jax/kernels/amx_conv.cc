@@ -7,7 +7,8 @@
 // for kernel tap (i, j). A tile of 16 consecutive output pixels at one tap is then 16
 // consecutive input pixels, loaded straight from the padded input (no patch matrix); the
 // Wp - OW columns past each output row are computed and dropped (their inputs run into
-// the next row) and, in the kernel gradient, multiplied by zeros.
+// the next row) and, in the kernel gradient, multiplied by zeros (which cancels finite
+// values only: an inf or NaN in x can reach dk through them, where XLA's would not).
 //
 // Built by practice_jax/kernels/__init__.py with -march=native on the machine it runs on.
 // Where the compiler targets AMX (__AMX_TILE__ and __AMX_BF16__), the tile operations
@@ -15,13 +16,17 @@
 // plain C++ (attribute emulate=1, or a build without AMX): slow, for testing the indexing
 // on any machine.
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -72,9 +77,11 @@ struct Emulated {
   }
   void zero(int t) { std::memset(tile[t], 0, 16 * 64); }
   void dp(int c, int a, int b) {
-    auto* cf = reinterpret_cast<float*>(tile[c]);
-    auto* ab = reinterpret_cast<const bf16*>(tile[a]);
-    auto* bb = reinterpret_cast<const bf16*>(tile[b]);
+    float cf[256];
+    bf16 ab[512], bb[512];
+    std::memcpy(cf, tile[c], sizeof cf);
+    std::memcpy(ab, tile[a], sizeof ab);
+    std::memcpy(bb, tile[b], sizeof bb);
     for (int m = 0; m < 16; ++m)
       for (int n = 0; n < 16; ++n) {
         float s = cf[m * 16 + n];
@@ -83,6 +90,7 @@ struct Emulated {
                from_bf16(ab[m * 32 + 2 * k + 1]) * from_bf16(bb[k * 32 + 2 * n + 1]);
         cf[m * 16 + n] = s;
       }
+    std::memcpy(tile[c], cf, sizeof cf);
   }
   void load_a(int i, const void* p, int64_t s) { load(4 + i, p, s); }
   void load_b(int i, const void* p, int64_t s) { load(6 + i, p, s); }
@@ -170,7 +178,7 @@ struct Geometry {
   int64_t s() const { return hp() * wp(); }            // pixels per padded image
   // Output pixels per image, full-width, rounded up to `unit`.
   int64_t m(int64_t unit) const { return (oh() * wp() + unit - 1) / unit * unit; }
-  // Padded input pixels that the last image's last tile can reach past its end.
+  // Padded input pixels past the last image that its last tiles read (one spare).
   int64_t tail(int64_t unit) const { return m(unit) + (kh - 1) * wp() + kw - s(); }
 };
 
@@ -182,8 +190,8 @@ void pack_input(const bf16* x, const Geometry& g, int64_t unit, bool transposed,
     for (int64_t b = lo; b < hi; ++b) {
       for (int64_t y = 0; y < g.hp(); ++y) {
         const int64_t sy = y - g.plh, row = b * S + y * wp;
-        const bf16* src = x + (b * g.h + sy) * g.w * g.c;      // read only inside
         const bool inside = sy >= 0 && sy < g.h;
+        const bf16* src = inside ? x + (b * g.h + sy) * g.w * g.c : nullptr;
         if (transposed) {
           for (int64_t xx = 0; xx < wp; ++xx) {
             const int64_t sx = xx - g.plw;
@@ -192,8 +200,13 @@ void pack_input(const bf16* x, const Geometry& g, int64_t unit, bool transposed,
           }
         } else {
           bf16* dst = out + row * g.c;
-          std::memset(dst, 0, wp * g.c * sizeof(bf16));
-          if (inside) std::memcpy(dst + g.plw * g.c, src, g.w * g.c * sizeof(bf16));
+          if (!inside) {
+            std::memset(dst, 0, wp * g.c * sizeof(bf16));
+            continue;
+          }
+          std::memset(dst, 0, g.plw * g.c * sizeof(bf16));
+          std::memcpy(dst + g.plw * g.c, src, g.w * g.c * sizeof(bf16));
+          std::memset(dst + (g.plw + g.w) * g.c, 0, g.phw * g.c * sizeof(bf16));
         }
       }
     }
@@ -317,49 +330,72 @@ void conv_kernel_grad(const bf16* x, const bf16* dy, const Geometry& g, float* d
   }
 }
 
-Geometry geometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, int64_t plh,
-                  int64_t phh, int64_t plw, int64_t phw) {
-  return {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], plh, phh, plw, phw};
-}
-
-ffi::Error check(const Geometry& g, bool emulate) {
+// g: the geometry of x [n, h, w, c] and a kernel [kh, kw, c, co]; an error if the shapes
+// (`out`, the output's: y [n, oh, ow, co] or dk [kh, kw, c, co]) or the paddings do not
+// fit the kernels.
+ffi::Error geometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd,
+                    ffi::Span<const int64_t> out, bool out_is_y, int64_t plh, int64_t phh,
+                    int64_t plw, int64_t phw, bool emulate, Geometry& g) {
+  if (xd.size() != 4 || kd.size() != 4 || out.size() != 4 || kd[2] != xd[3])
+    return ffi::Error::InvalidArgument("amx conv: expected x [n, h, w, c], kernel [kh, kw, c, co]");
+  g = {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], plh, phh, plw, phw};
   if (g.c % 32 || g.co % 32)
     return ffi::Error::InvalidArgument("amx conv: channels must be multiples of 32");
-  if (g.oh() < 1 || g.ow() < 1 || std::min({g.plh, g.phh, g.plw, g.phw}) < 0)
-    return ffi::Error::InvalidArgument("amx conv: bad padding for this input");
+  if (std::min({plh, phh, plw, phw}) < 0 || std::max(plh, phh) >= g.kh ||
+      std::max(plw, phw) >= g.kw || g.oh() < 1 || g.ow() < 1)
+    return ffi::Error::InvalidArgument("amx conv: paddings must lie in [0, kernel size)");
+  const int64_t y[4] = {g.n, g.oh(), g.ow(), g.co}, k[4] = {g.kh, g.kw, g.c, g.co};
+  if (!std::equal(out.begin(), out.end(), out_is_y ? y : k))
+    return ffi::Error::InvalidArgument("amx conv: the output's shape does not fit x and kernel");
   if (!emulate && !(kHaveAmx && amx_permitted()))
     return ffi::Error::Internal("amx conv: this CPU or build has no usable AMX tiles");
   return ffi::Error::Success();
 }
 
+// Runs f, turning an exception (no thread, no memory) into an FFI error: none may cross
+// into XLA.
+template <class F>
+ffi::Error guarded(F f) {
+  try {
+    f();
+    return ffi::Error::Success();
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("amx conv: ") + e.what());
+  }
+}
+
 ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> k,
                    ffi::ResultBuffer<ffi::F32> y, int64_t plh, int64_t phh, int64_t plw,
                    int64_t phw, int64_t emulate) {
-  const Geometry g = geometry(x.dimensions(), k.dimensions(), plh, phh, plw, phw);
-  if (auto e = check(g, emulate); e.failure()) return e;
+  Geometry g;
+  if (auto e = geometry(x.dimensions(), k.dimensions(), y->dimensions(), true, plh, phh, plw,
+                        phw, emulate, g); e.failure())
+    return e;
+  return guarded([&] {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
-  if (!emulate) {
-    conv_forward<Amx>(x.typed_data(), k.typed_data(), g, y->typed_data());
-    return ffi::Error::Success();
-  }
+    if (!emulate) return conv_forward<Amx>(x.typed_data(), k.typed_data(), g, y->typed_data());
 #endif
-  conv_forward<Emulated>(x.typed_data(), k.typed_data(), g, y->typed_data());
-  return ffi::Error::Success();
+    conv_forward<Emulated>(x.typed_data(), k.typed_data(), g, y->typed_data());
+  });
 }
 
 ffi::Error KernelGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> dy,
                       ffi::ResultBuffer<ffi::F32> dk, int64_t plh, int64_t phh,
                       int64_t plw, int64_t phw, int64_t emulate) {
-  const Geometry g = geometry(x.dimensions(), dk->dimensions(), plh, phh, plw, phw);
-  if (auto e = check(g, emulate); e.failure()) return e;
+  Geometry g;
+  if (auto e = geometry(x.dimensions(), dk->dimensions(), dk->dimensions(), false, plh, phh,
+                        plw, phw, emulate, g); e.failure())
+    return e;
+  const int64_t want[4] = {g.n, g.oh(), g.ow(), g.co};
+  if (dy.dimensions().size() != 4 || !std::equal(want, want + 4, dy.dimensions().begin()))
+    return ffi::Error::InvalidArgument("amx conv: the output gradient's shape is not the output's");
+  return guarded([&] {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
-  if (!emulate) {
-    conv_kernel_grad<Amx>(x.typed_data(), dy.typed_data(), g, dk->typed_data());
-    return ffi::Error::Success();
-  }
+    if (!emulate)
+      return conv_kernel_grad<Amx>(x.typed_data(), dy.typed_data(), g, dk->typed_data());
 #endif
-  conv_kernel_grad<Emulated>(x.typed_data(), dy.typed_data(), g, dk->typed_data());
-  return ffi::Error::Success();
+    conv_kernel_grad<Emulated>(x.typed_data(), dy.typed_data(), g, dk->typed_data());
+  });
 }
 
 }  // namespace

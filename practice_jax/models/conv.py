@@ -48,6 +48,11 @@ starts, or per program ``NO_YNN_CONVOLUTIONS`` below (MNIST CNN train step with 
 traced under `no_ynn_convolutions`, the eigen convolutions drop their extra rows there
 (PyTorch-examples CNN step 15.4 vs 13.9 steps/s on the 2-vCPU Xeon). Evaluation and
 prediction programs keep the rows and YNNPACK.
+
+Under ``config.model.matmul_dtype='bfloat16'`` (or 'auto' on a CPU with AMX-BF16) a
+stride-1 convolution with channels in multiples of 32 runs in bfloat16 on AMX tiles
+instead, whatever its impl (`on_amx`; practice_jax/kernels: forward and both gradients
+3-4x faster than Eigen's for the PyTorch-examples CNN's conv2).
 """
 
 from __future__ import annotations
