@@ -402,24 +402,17 @@ ffi::Error KernelGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> dy,
 
 extern "C" int pj_have_amx() { return kHaveAmx && amx_permitted(); }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(pj_amx_conv, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("plh")
-                                  .Attr<int64_t>("phh")
-                                  .Attr<int64_t>("plw")
-                                  .Attr<int64_t>("phw")
-                                  .Attr<int64_t>("emulate"));
+// Both calls take two bfloat16 arrays, give one float32 array, and the paddings.
+#define PJ_CONV_BINDING                                                              \
+  ffi::Ffi::Bind()                                                                   \
+      .Arg<ffi::Buffer<ffi::BF16>>()                                                 \
+      .Arg<ffi::Buffer<ffi::BF16>>()                                                 \
+      .Ret<ffi::Buffer<ffi::F32>>()                                                  \
+      .Attr<int64_t>("plh")                                                          \
+      .Attr<int64_t>("phh")                                                          \
+      .Attr<int64_t>("plw")                                                          \
+      .Attr<int64_t>("phw")                                                          \
+      .Attr<int64_t>("emulate")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(pj_amx_conv_kernel_grad, KernelGrad,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("plh")
-                                  .Attr<int64_t>("phh")
-                                  .Attr<int64_t>("plw")
-                                  .Attr<int64_t>("phw")
-                                  .Attr<int64_t>("emulate"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(pj_amx_conv, Forward, PJ_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(pj_amx_conv_kernel_grad, KernelGrad, PJ_CONV_BINDING);

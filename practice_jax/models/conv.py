@@ -52,7 +52,7 @@ prediction programs keep the rows and YNNPACK.
 Under ``config.model.matmul_dtype='bfloat16'`` (or 'auto' on a CPU with AMX-BF16) a
 stride-1 convolution with channels in multiples of 32 runs in bfloat16 on AMX tiles
 instead, whatever its impl (`on_amx`; practice_jax/kernels: forward and both gradients
-3-4x faster than Eigen's for the PyTorch-examples CNN's conv2).
+2-4x faster than Eigen's for the PyTorch-examples CNN's conv2, bench/conv_bound.py).
 """
 
 from __future__ import annotations
