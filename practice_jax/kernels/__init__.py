@@ -22,7 +22,8 @@ The library is built from `amx_conv.cc` with the machine's C++ compiler (``$CXX`
 c++/g++; -O3 -march=native, against jaxlib's XLA FFI headers) into
 ``~/.cache/practice_jax/kernels`` (``$PRACTICE_JAX_KERNEL_CACHE``), keyed by the source,
 the jax and jaxlib versions, the compiler's version and the CPU (about 2 s, once), and
-registered as XLA FFI targets. `available()` says
+registered as XLA FFI targets; the calls share their work out on XLA's intra-op thread
+pool. `available()` says
 whether the AMX kernels can run here: an x86 CPU with AMX-BF16, a compiler that targets
 it, and Linux granting the tile state. With ``emulate=True`` the same code runs on plain
 C++ tiles on any machine with a compiler (slow; the tests check the indexing that way).

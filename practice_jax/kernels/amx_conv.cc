@@ -23,6 +23,10 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -45,16 +49,53 @@ inline float from_bf16(bf16 b) {
   return f;
 }
 
-// f(lo, hi) over [0, n) split evenly across the machine's cores, the calling thread
-// taking the first share.
+// XLA's intra-op thread pool for the custom call running on this thread (null outside one).
+thread_local ffi::ThreadPool* current_pool = nullptr;
+
+int64_t workers() {
+  return current_pool ? std::max<int64_t>(1, current_pool->num_threads())
+                      : std::max<int64_t>(1, std::thread::hardware_concurrency());
+}
+
+// f(lo, hi) over [0, n) in workers() even shares: the calling thread takes shares until none
+// is left, while tasks on XLA's thread pool take the others as soon as a pool thread is
+// free; the call returns when every share taken has finished. A task that starts later
+// finds none left (so two custom calls that run at once cannot wait on each other's tasks).
 template <class F>
 void parallel_for(int64_t n, F f) {
-  int64_t t = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  t = std::min(t, n);
+  const int64_t t = std::min(n, workers());
+  if (t <= 1) {
+    if (n > 0) f(0, n);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0}, active{0};
+    std::mutex m;
+    std::condition_variable cv;
+  };
+  auto shared = std::make_shared<Shared>();
+  F* fp = &f;                     // called only for a share taken before the call returns
+  auto work = [shared, fp, n, t] {
+    for (;;) {
+      shared->active.fetch_add(1);
+      const int64_t i = shared->next.fetch_add(1);
+      if (i < t) (*fp)(n * i / t, n * (i + 1) / t);
+      if (shared->active.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(shared->m);
+        shared->cv.notify_all();
+      }
+      if (i >= t) return;
+    }
+  };
   std::vector<std::thread> threads;
-  for (int64_t i = 1; i < t; ++i)
-    threads.emplace_back([=] { f(n * i / t, n * (i + 1) / t); });
-  if (t > 0) f(0, n / t);
+  for (int64_t i = 1; i < t; ++i) {
+    if (current_pool) current_pool->Schedule(decltype(work)(work));     // a copy each
+    else threads.emplace_back(work);
+  }
+  work();
+  std::unique_lock<std::mutex> lock(shared->m);
+  shared->cv.wait(lock, [&] { return shared->active.load() == 0; });
+  lock.unlock();
   for (auto& th : threads) th.join();
 }
 
@@ -292,7 +333,7 @@ void conv_kernel_grad(const bf16* x, const bf16* dy, const Geometry& g, float* d
       }
   });
   const int64_t taps = g.kh * g.kw, size = taps * g.c * g.co;
-  const int64_t t = std::min<int64_t>(g.n, std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t t = std::min(g.n, workers());
   std::vector<float> partial(t * size, 0.0f);
   parallel_for(t, [&](int64_t lo, int64_t hi) {
     for (int64_t part = lo; part < hi; ++part) {
@@ -355,7 +396,11 @@ ffi::Error geometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd,
 // Runs f, turning an exception (no thread, no memory) into an FFI error: none may cross
 // into XLA.
 template <class F>
-ffi::Error guarded(F f) {
+ffi::Error guarded(ffi::ThreadPool& pool, F f) {
+  current_pool = &pool;
+  struct Reset {
+    ~Reset() { current_pool = nullptr; }
+  } reset;
   try {
     f();
     return ffi::Error::Success();
@@ -364,14 +409,14 @@ ffi::Error guarded(F f) {
   }
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> k,
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> k,
                    ffi::ResultBuffer<ffi::F32> y, int64_t plh, int64_t phh, int64_t plw,
                    int64_t phw, int64_t emulate) {
   Geometry g;
   if (auto e = geometry(x.dimensions(), k.dimensions(), y->dimensions(), true, plh, phh, plw,
                         phw, emulate, g); e.failure())
     return e;
-  return guarded([&] {
+  return guarded(pool, [&] {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
     if (!emulate) return conv_forward<Amx>(x.typed_data(), k.typed_data(), g, y->typed_data());
 #endif
@@ -379,9 +424,9 @@ ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> k,
   });
 }
 
-ffi::Error KernelGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> dy,
-                      ffi::ResultBuffer<ffi::F32> dk, int64_t plh, int64_t phh,
-                      int64_t plw, int64_t phw, int64_t emulate) {
+ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x,
+                      ffi::Buffer<ffi::BF16> dy, ffi::ResultBuffer<ffi::F32> dk, int64_t plh,
+                      int64_t phh, int64_t plw, int64_t phw, int64_t emulate) {
   Geometry g;
   if (auto e = geometry(x.dimensions(), dk->dimensions(), dk->dimensions(), false, plh, phh,
                         plw, phw, emulate, g); e.failure())
@@ -389,7 +434,7 @@ ffi::Error KernelGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> dy,
   const int64_t want[4] = {g.n, g.oh(), g.ow(), g.co};
   if (dy.dimensions().size() != 4 || !std::equal(want, want + 4, dy.dimensions().begin()))
     return ffi::Error::InvalidArgument("amx conv: the output gradient's shape is not the output's");
-  return guarded([&] {
+  return guarded(pool, [&] {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
     if (!emulate)
       return conv_kernel_grad<Amx>(x.typed_data(), dy.typed_data(), g, dk->typed_data());
@@ -402,9 +447,11 @@ ffi::Error KernelGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> dy,
 
 extern "C" int pj_have_amx() { return kHaveAmx && amx_permitted(); }
 
-// Both calls take two bfloat16 arrays, give one float32 array, and the paddings.
+// Both calls take XLA's thread pool, two bfloat16 arrays, the paddings; give one float32
+// array.
 #define PJ_CONV_BINDING                                                              \
   ffi::Ffi::Bind()                                                                   \
+      .Ctx<ffi::ThreadPool>()                                                        \
       .Arg<ffi::Buffer<ffi::BF16>>()                                                 \
       .Arg<ffi::Buffer<ffi::BF16>>()                                                 \
       .Ret<ffi::Buffer<ffi::F32>>()                                                  \
