@@ -15,18 +15,18 @@ Measured on the 2-vCPU Intel Xeon (AMX-BF16), 2026-12-03, conv2 of the PyTorch-e
 CNN (batch 128, 26x26x32 -> 24x24x64): forward 4.3 ms against Eigen's 13.6, forward and
 both gradients 13 ms against ~41-52 (medians of 9 alternating rounds, with the first
 version, which cast to bfloat16 inside the calls; `python bench/conv_bound.py`, with XLA's
-casts as passes of their own: 20.6 ms against 45.2). The CNN's train step (bench/step_speed.py --matmul_dtype float32,bfloat16): the
-README's Speed section.
+casts as passes of their own: 20.6 ms against 45.2). The CNN's train step
+(bench/step_speed.py --matmul_dtype float32,bfloat16): the README's Speed section.
 
 The library is built from `amx_conv.cc` with the machine's C++ compiler (``$CXX`` or
 c++/g++; -O3 -march=native, against jaxlib's XLA FFI headers) into
 ``~/.cache/practice_jax/kernels`` (``$PRACTICE_JAX_KERNEL_CACHE``), keyed by the source,
 the jax and jaxlib versions, the compiler's version and the CPU (about 2 s, once), and
 registered as XLA FFI targets; the calls share their work out on XLA's intra-op thread
-pool. `available()` says
-whether the AMX kernels can run here: an x86 CPU with AMX-BF16, a compiler that targets
-it, and Linux granting the tile state. With ``emulate=True`` the same code runs on plain
-C++ tiles on any machine with a compiler (slow; the tests check the indexing that way).
+pool. `available()` says whether the AMX kernels can run here: an x86 CPU with AMX-BF16,
+a compiler that targets it, and Linux granting the tile state. With ``emulate=True`` the
+same code runs on plain C++ tiles on any machine with a compiler (slow; the tests check
+the indexing that way).
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@
 #include <cstring>
 #include <exception>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -49,12 +48,12 @@ inline float from_bf16(bf16 b) {
   return f;
 }
 
-// XLA's intra-op thread pool for the custom call running on this thread (null outside one).
+// XLA's intra-op thread pool for the custom call running on this thread (set by `guarded`;
+// null outside a call, where the work runs on the calling thread alone).
 thread_local ffi::ThreadPool* current_pool = nullptr;
 
 int64_t workers() {
-  return current_pool ? std::max<int64_t>(1, current_pool->num_threads())
-                      : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  return current_pool ? std::max<int64_t>(1, current_pool->num_threads()) : 1;
 }
 
 // f(lo, hi) over [0, n) in workers() even shares: the calling thread takes shares until none
@@ -87,16 +86,10 @@ void parallel_for(int64_t n, F f) {
       if (i >= t) return;
     }
   };
-  std::vector<std::thread> threads;
-  for (int64_t i = 1; i < t; ++i) {
-    if (current_pool) current_pool->Schedule(decltype(work)(work));     // a copy each
-    else threads.emplace_back(work);
-  }
+  for (int64_t i = 1; i < t; ++i) current_pool->Schedule(decltype(work)(work));  // a copy each
   work();
   std::unique_lock<std::mutex> lock(shared->m);
   shared->cv.wait(lock, [&] { return shared->active.load() == 0; });
-  lock.unlock();
-  for (auto& th : threads) th.join();
 }
 
 // Every tile is 16 rows of 64 bytes: C0..C3 (tmm0-3) float32 16x16 accumulators,

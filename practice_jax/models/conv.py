@@ -51,7 +51,7 @@ prediction programs keep the rows and YNNPACK.
 
 Under ``config.model.matmul_dtype='bfloat16'`` (or 'auto' on a CPU with AMX-BF16) a
 stride-1 convolution with channels in multiples of 32 runs in bfloat16 on AMX tiles
-instead, whatever its impl (`on_amx`; practice_jax/kernels: forward and both gradients
+instead, whatever its impl (`_on_amx`; practice_jax/kernels: forward and both gradients
 2-4x faster than Eigen's for the PyTorch-examples CNN's conv2, bench/conv_bound.py).
 """
 
@@ -181,7 +181,7 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
   kh, kw, cin, cout = kernel.shape
   out_h, out_w = ((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s
                   in zip(x.shape[1:3], pads, (kh, kw), strides))
-  if kernel.dtype == jnp.float32 and on_amx(x.shape, kernel.shape, strides, pads, x.dtype):
+  if _on_amx(x, kernel, strides, pads):
     from practice_jax import kernels
     return kernels.conv(x, kernel, tuple(tuple(p) for p in pads))
   if impl == "auto":
@@ -212,16 +212,17 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
   return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMS)
 
 
-def on_amx(x_shape: Sequence[int], k_shape: Sequence[int], strides: Sequence[int],
-           pads: Sequence[tuple[int, int]], dtype=jnp.float32) -> bool:
+def _on_amx(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int],
+            pads: Sequence[tuple[int, int]]) -> bool:
   """Whether `conv2d` runs this convolution in bfloat16 on AMX tiles (practice_jax/kernels,
   whatever its impl): under config.model.matmul_dtype='bfloat16' (or 'auto' on a CPU with
   AMX-BF16: models/precision.py), float32 in, where the kernel takes the shape (stride 1,
   channels in multiples of 32) and the machine has the tiles."""
   from practice_jax import kernels
   from practice_jax.models.precision import bfloat16_matmuls
-  return (bfloat16_matmuls() and jnp.dtype(dtype) == jnp.float32
-          and kernels.applicable(x_shape, k_shape, strides, pads) and kernels.available())
+  return (bfloat16_matmuls() and x.dtype == kernel.dtype == jnp.float32
+          and kernels.applicable(x.shape, kernel.shape, strides, pads)
+          and kernels.available())
 
 
 def _eigen(x: jnp.ndarray, kernel: jnp.ndarray, pads, rows: int) -> jnp.ndarray:
